@@ -1,0 +1,352 @@
+"""Bookings, their payload declarations and audit trail, and the outbox of side effects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import ApiKey, Organisation
+from bookings.querysets import BookingEventQuerySet, BookingQuerySet
+from marketplace.models import Channel, SlotClass
+from marketplace.money import Currency, Money
+
+# Six characters without look-alikes: no 0/O, 1/I/L.
+REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+REFERENCE_LENGTH = 6
+
+
+class BookingStatus(models.TextChoices):
+    HELD = "held", _("Held")
+    CONFIRMED = "confirmed", _("Confirmed")
+    CANCELLED = "cancelled", _("Cancelled")
+    EXPIRED = "expired", _("Expired")
+
+
+BOOKING_TRANSITIONS: dict[str, set[str]] = {
+    BookingStatus.HELD: {BookingStatus.CONFIRMED, BookingStatus.CANCELLED, BookingStatus.EXPIRED},
+    BookingStatus.CONFIRMED: {BookingStatus.CANCELLED},
+    BookingStatus.CANCELLED: set(),
+    BookingStatus.EXPIRED: set(),
+}
+
+# Statuses whose mass counts against the slot class's capacity.
+CAPACITY_STATUSES = (BookingStatus.HELD, BookingStatus.CONFIRMED)
+
+
+class ReviewStatus(models.TextChoices):
+    DECLARED = "declared", _("Declared")
+    DATA_COMPLETE = "data_complete", _("Data complete")
+    SAFETY_REVIEW = "safety_review", _("Safety review")
+    EXPORT_REVIEW = "export_review", _("Export review")
+    ACCEPTED = "accepted", _("Accepted")
+    REJECTED = "rejected", _("Rejected")
+    INTEGRATED = "integrated", _("Integrated")
+    FLOWN = "flown", _("Flown")
+
+
+class HazardType(models.TextChoices):
+    LITHIUM_BATTERY = "lithium_battery", _("Lithium battery")
+    PRESSURE_VESSEL = "pressure_vessel", _("Pressure vessel")
+    PROPELLANT = "propellant", _("Propellant")
+    RADIOACTIVE_SOURCE = "radioactive_source", _("Radioactive source")
+    OTHER = "other", _("Other")
+
+
+class ExportClassification(models.TextChoices):
+    NOT_CONTROLLED = "not_controlled", _("Not controlled")
+    EAR99 = "EAR99", _("EAR99")
+    EAR_LISTED = "EAR_listed", _("EAR listed")
+    ITAR = "ITAR", _("ITAR")
+    JP_FEFTA_LISTED = "JP_FEFTA_listed", _("Japan FEFTA listed")
+
+
+class Booking(models.Model):
+    reference = models.CharField(_("reference"), max_length=REFERENCE_LENGTH, unique=True)
+    organisation = models.ForeignKey(
+        Organisation,
+        on_delete=models.PROTECT,
+        related_name="bookings",
+        verbose_name=_("organisation"),
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="bookings_made",
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="bookings"
+    )
+    channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices)
+    slot_class = models.ForeignKey(
+        SlotClass, on_delete=models.PROTECT, related_name="bookings", verbose_name=_("slot class")
+    )
+    mass_g = models.PositiveIntegerField(_("mass (g)"))
+    quantity = models.PositiveIntegerField(_("quantity"), null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices)
+    price_amount = models.BigIntegerField(_("price (minor units)"))
+    status = models.CharField(
+        _("status"), max_length=12, choices=BookingStatus.choices, default=BookingStatus.HELD
+    )
+    hold_expires_at = models.DateTimeField(_("hold expires at"), null=True, blank=True)
+    confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True)
+    cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
+    expired_at = models.DateTimeField(_("expired at"), null=True, blank=True)
+    on_account = models.BooleanField(_("confirmed on account"), default=False)
+    refund_amount = models.BigIntegerField(_("refund due (minor units)"), null=True, blank=True)
+    customer_name = models.CharField(_("customer name"), max_length=200, blank=True)
+    customer_email = models.EmailField(_("customer e-mail"), blank=True)
+    customer_organisation = models.CharField(_("customer organisation"), max_length=200, blank=True)
+    terms_version = models.CharField(_("terms version"), max_length=20, blank=True)
+    terms_accepted_at = models.DateTimeField(_("terms accepted at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = BookingQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("booking")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=BookingStatus.values), name="booking_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(mass_g__gt=0), name="booking_mass_positive"),
+            models.CheckConstraint(
+                condition=Q(quantity__isnull=True) | Q(quantity__gt=0),
+                name="booking_quantity_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(price_amount__gte=0), name="booking_price_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=BookingStatus.HELD) | Q(hold_expires_at__isnull=False),
+                name="booking_held_has_expiry",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=BookingStatus.CONFIRMED) | Q(confirmed_at__isnull=False),
+                name="booking_confirmed_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=BookingStatus.CANCELLED) | Q(cancelled_at__isnull=False),
+                name="booking_cancelled_has_time",
+            ),
+            models.CheckConstraint(
+                condition=Q(refund_amount__isnull=True)
+                | Q(refund_amount__gte=0, refund_amount__lte=F("price_amount")),
+                name="booking_refund_within_price",
+            ),
+            models.CheckConstraint(
+                condition=Q(channel__in=Channel.values), name="booking_channel_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__in=Currency.values), name="booking_currency_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organisation", "-created_at"], name="booking_org_recent"),
+            models.Index(
+                fields=["slot_class", "hold_expires_at"],
+                condition=Q(status="held"),
+                name="booking_held_by_class",
+            ),
+            models.Index(
+                fields=["hold_expires_at"], condition=Q(status="held"), name="booking_held_expiry"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+    @property
+    def price(self) -> Money:
+        return Money(self.price_amount, self.currency)
+
+    @property
+    def refund(self) -> Money | None:
+        if self.refund_amount is None:
+            return None
+        return Money(self.refund_amount, self.currency)
+
+    def status_at(self, now: datetime | None = None) -> str:
+        """The status a reader sees: a hold past its expiry is expired before any sweep."""
+        if (
+            self.status == BookingStatus.HELD
+            and self.hold_expires_at is not None
+            and self.hold_expires_at <= (now or timezone.now())
+        ):
+            return BookingStatus.EXPIRED
+        return self.status
+
+    @property
+    def effective_status(self) -> str:
+        annotated = getattr(self, "live_status", None)
+        return annotated if annotated is not None else self.status_at()
+
+
+class PayloadDeclaration(models.Model):
+    """What flies. Its review runs beside the booking status, by operations staff."""
+
+    booking = models.OneToOneField(Booking, on_delete=models.CASCADE, related_name="payload")
+    name = models.CharField(_("payload name"), max_length=200, blank=True)
+    description = models.TextField(_("description"), blank=True)
+    mass_g = models.PositiveIntegerField(_("mass (g)"), null=True, blank=True)
+    length_mm = models.PositiveIntegerField(_("length (mm)"), null=True, blank=True)
+    width_mm = models.PositiveIntegerField(_("width (mm)"), null=True, blank=True)
+    height_mm = models.PositiveIntegerField(_("height (mm)"), null=True, blank=True)
+    power_w = models.PositiveIntegerField(_("power (W)"), null=True, blank=True)
+    data_kbps = models.PositiveIntegerField(_("data rate (kbps)"), null=True, blank=True)
+    hazards = models.JSONField(_("hazards"), default=list, blank=True)
+    export_classification = models.CharField(
+        _("export classification"),
+        max_length=20,
+        choices=ExportClassification.choices,
+        null=True,
+        blank=True,
+    )
+    inert_confirmed = models.BooleanField(_("confirmed inert"), default=False)
+    review_status = models.CharField(
+        _("review status"),
+        max_length=20,
+        choices=ReviewStatus.choices,
+        default=ReviewStatus.DECLARED,
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("payload declaration")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(review_status__in=ReviewStatus.values), name="payload_review_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"payload of {self.booking_id}"
+
+    @property
+    def dimensions_mm(self) -> list[int] | None:
+        if self.length_mm is None or self.width_mm is None or self.height_mm is None:
+            return None
+        return [self.length_mm, self.width_mm, self.height_mm]
+
+
+class EventType(models.TextChoices):
+    BOOKING_HELD = "booking.held", _("Held")
+    BOOKING_CONFIRMED = "booking.confirmed", _("Confirmed")
+    BOOKING_CANCELLED = "booking.cancelled", _("Cancelled")
+    BOOKING_EXPIRED = "booking.expired", _("Expired")
+    PAYLOAD_UPDATED = "payload.updated", _("Payload updated")
+    PAYLOAD_REVIEW_CHANGED = "payload.review_changed", _("Payload review changed")
+    MISSION_SCHEDULE_CHANGED = "mission.schedule_changed", _("Mission schedule changed")
+
+
+class BookingEvent(models.Model):
+    """The audit trail: every transition, who, when, why. ``seq`` is the events-feed position,
+    given only after the row has committed (see ``bookings.services.booking_events_sequence``),
+    so a poller reading ``seq > cursor`` never skips an event that committed late."""
+
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="events")
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="booking_events"
+    )
+    type = models.CharField(_("type"), max_length=40)
+    from_status = models.CharField(_("from"), max_length=12, blank=True)
+    to_status = models.CharField(_("to"), max_length=12, blank=True)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor = models.CharField(_("actor"), max_length=200, help_text=_("Who, in words."))
+    reason = models.TextField(_("reason"), blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(_("when"), default=timezone.now)
+    seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
+
+    objects = BookingEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        verbose_name = _("booking event")
+        indexes = [
+            models.Index(fields=["organisation", "seq"], name="event_feed"),
+            models.Index(fields=["id"], condition=Q(seq__isnull=True), name="event_unsequenced"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.from_status}→{self.to_status}"
+
+
+class EventFeedCursor(models.Model):
+    """A single row whose lock serialises the sequencer; ``last_seq`` is the last given."""
+
+    last_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"event feed at {self.last_seq}"
+
+
+class OutboxMessage(models.Model):
+    """A side effect written in the same transaction as the change that causes it, dispatched
+    on commit and by a periodic sweep, processed once (see ``bookings.outbox``)."""
+
+    topic = models.CharField(max_length=60)
+    payload = models.JSONField(default=dict)
+    dedupe_key = models.CharField(max_length=200, unique=True, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        verbose_name = _("outbox message")
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=Q(processed_at__isnull=True),
+                name="outbox_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} #{self.pk}"
+
+
+class IdempotencyState(models.TextChoices):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to an ``Idempotency-Key``, scoped to the API key and the path."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    path = models.CharField(max_length=500)
+    request_digest = models.CharField(max_length=64)
+    state = models.CharField(max_length=12, choices=IdempotencyState.choices)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["api_key", "key", "path"], name="idempotency_key_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_age")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.response_status or self.state}"
