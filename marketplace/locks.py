@@ -16,6 +16,6 @@ def mission_qs_for_update() -> QuerySet[Mission]:
 
 def slot_class_qs_for_update() -> QuerySet[SlotClass]:
     # DISABLE_CAPACITY_LOCK exists only so a test can show the race the lock prevents.
-    if settings.MOONSLOT.get("DISABLE_CAPACITY_LOCK"):
+    if settings.MOONSLOT_DISABLE_CAPACITY_LOCK:
         return SlotClass.objects.order_by("pk")
     return SlotClass.objects.order_by("pk").select_for_update(of=("self",))

@@ -99,6 +99,7 @@ class SlotClassFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = SlotClass
+        skip_postgeneration_save = True
 
     mission = factory.SubFactory(MissionFactory)
     name = factory.Sequence(lambda n: f"Deck {n}")

@@ -199,14 +199,14 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Moonslot -------------------------------------------------------------------------
-MOONSLOT = {
-    # How long an idempotency record answers replays.
-    "IDEMPOTENCY_TTL": timedelta(hours=24),
-    # The outbox sweep re-dispatches rows still pending after this long.
-    "OUTBOX_RETRY_AFTER": timedelta(seconds=env.int("MOONSLOT_OUTBOX_RETRY_SECONDS", default=60)),
-    # Test-only: turn the capacity row lock off to show the race it prevents.
-    "DISABLE_CAPACITY_LOCK": False,
-}
+# How long an idempotency record answers replays.
+MOONSLOT_IDEMPOTENCY_TTL = timedelta(hours=24)
+# The outbox sweep re-dispatches rows still pending after this long.
+MOONSLOT_OUTBOX_RETRY_AFTER = timedelta(
+    seconds=env.int("MOONSLOT_OUTBOX_RETRY_SECONDS", default=60)
+)
+# Test-only: turn the capacity row lock off to show the race it prevents. Never in production.
+MOONSLOT_DISABLE_CAPACITY_LOCK = False
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,132 @@
+"""The transactional outbox (STYLE.md): side effects are rows written in the transaction that
+causes them, dispatched on commit and re-dispatched by a periodic sweep, processed once.
+
+Processing claims a row with a lease (``locked_until``) in a short transaction, runs the
+handler outside any transaction (handlers may send mail or call HTTP), then marks it
+processed. A worker that dies mid-handler leaves the lease to lapse; the sweep hands the
+row out again. Handlers must therefore be safe to run again for the same row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from bookings.models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[OutboxMessage], None]
+HANDLERS: dict[str, Handler] = {}
+LEASE = timedelta(minutes=5)
+
+
+def outbox_handler(topic: str) -> Callable[[Handler], Handler]:
+    """Register the handler of a topic; one handler per topic."""
+
+    def register(func: Handler) -> Handler:
+        if topic in HANDLERS and HANDLERS[topic] is not func:
+            raise RuntimeError(f"outbox topic {topic!r} already has a handler")
+        HANDLERS[topic] = func
+        return func
+
+    return register
+
+
+def outbox_write(
+    *, topic: str, payload: dict[str, Any], dedupe_key: str | None = None
+) -> OutboxMessage | None:
+    """Record a side effect in the current transaction and try to dispatch it once the
+    transaction commits. With a ``dedupe_key`` already written, nothing new is written and
+    ``None`` is returned."""
+    try:
+        with transaction.atomic():
+            message = OutboxMessage.objects.create(
+                topic=topic, payload=payload, dedupe_key=dedupe_key
+            )
+    except IntegrityError:
+        if dedupe_key is None:
+            raise
+        return None
+    message_id = message.pk
+    transaction.on_commit(lambda: outbox_dispatch(message_id))
+    return message
+
+
+def outbox_dispatch(message_id: int) -> None:
+    """Hand a row to a worker. A broker outage is logged, not raised: the row stays pending
+    and the periodic sweep dispatches it when the broker is back."""
+    from bookings.tasks import outbox_process_task
+
+    try:
+        outbox_process_task.delay(message_id)
+    except Exception:  # the broker's own errors vary by transport
+        logger.warning(
+            "outbox %s: dispatch failed; the sweep will retry", message_id, exc_info=True
+        )
+
+
+def outbox_process(*, message_id: int) -> bool:
+    """Run one row's handler once. Returns True if this call processed it; False if it was
+    already processed or another worker holds its lease. Handler errors propagate after the
+    row records them (the task's retry policy decides what happens next)."""
+    now = timezone.now()
+    with transaction.atomic():
+        message = (
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(pk=message_id, processed_at__isnull=True)
+            .filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now))
+            .first()
+        )
+        if message is None:
+            return False
+        message.locked_until = now + LEASE
+        message.attempts += 1
+        message.save(update_fields=["locked_until", "attempts"])
+
+    handler = HANDLERS.get(message.topic)
+    try:
+        if handler is None:
+            raise LookupError(f"no outbox handler for topic {message.topic!r}")
+        handler(message)
+    except Exception as exc:
+        OutboxMessage.objects.filter(pk=message.pk).update(
+            last_error=f"{type(exc).__name__}: {exc}"[:2000],
+            locked_until=timezone.now() + _backoff(message.attempts),
+        )
+        raise
+    OutboxMessage.objects.filter(pk=message.pk, processed_at__isnull=True).update(
+        processed_at=timezone.now(), locked_until=None, last_error=""
+    )
+    return True
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(3600, 10 * 2 ** min(attempts, 12)))
+
+
+def outbox_pending_ids(*, now: Any = None, limit: int = 500) -> list[int]:
+    """Rows still pending after the retry delay and not leased."""
+    now = now or timezone.now()
+    retry_after: timedelta = settings.MOONSLOT_OUTBOX_RETRY_AFTER
+    return list(
+        OutboxMessage.objects.filter(processed_at__isnull=True, created_at__lte=now - retry_after)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def outbox_dispatch_pending(*, now: Any = None, limit: int = 500) -> int:
+    """The periodic sweep: dispatch whatever is still pending. Returns how many."""
+    ids = outbox_pending_ids(now=now, limit=limit)
+    for message_id in ids:
+        outbox_dispatch(message_id)
+    return len(ids)

@@ -1,0 +1,46 @@
+"""Thin Celery entry points: ids in, one service call, the retry policy."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from bookings import (
+    notifications,  # noqa: F401 (registers the outbox handlers)
+    outbox,
+    services,
+)
+from bookings.exceptions import TransientError
+
+
+@shared_task(
+    name="bookings.tasks.outbox_process",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=8,
+)
+def outbox_process_task(message_id: int) -> bool:
+    return outbox.outbox_process(message_id=message_id)
+
+
+@shared_task(name="bookings.tasks.outbox_dispatch_pending", acks_late=True)
+def outbox_dispatch_pending_task() -> int:
+    return outbox.outbox_dispatch_pending()
+
+
+@shared_task(name="bookings.tasks.bookings_expire", acks_late=True)
+def bookings_expire_task() -> int:
+    return services.bookings_expire()
+
+
+@shared_task(name="bookings.tasks.booking_events_sequence", acks_late=True)
+def booking_events_sequence_task() -> int:
+    return services.booking_events_sequence()
+
+
+@shared_task(name="bookings.tasks.ping")
+def ping_task() -> str:
+    """Round trip for health checks and the real-worker tests."""
+    return "pong"
