@@ -21,7 +21,7 @@ from marketplace.models import (
 )
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = User
         django_get_or_create = ("email",)
@@ -31,7 +31,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("correct-horse-battery")
 
 
-class OrganisationFactory(factory.django.DjangoModelFactory):
+class OrganisationFactory(factory.django.DjangoModelFactory[Organisation]):
     class Meta:
         model = Organisation
 
@@ -48,7 +48,7 @@ class ResellerFactory(OrganisationFactory):
     commission_bp = 800
 
 
-class MembershipFactory(factory.django.DjangoModelFactory):
+class MembershipFactory(factory.django.DjangoModelFactory[Membership]):
     class Meta:
         model = Membership
 
@@ -56,7 +56,7 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     organisation = factory.SubFactory(OrganisationFactory)
 
 
-class LanderModelFactory(factory.django.DjangoModelFactory):
+class LanderModelFactory(factory.django.DjangoModelFactory[LanderModel]):
     class Meta:
         model = LanderModel
         django_get_or_create = ("name",)
@@ -66,7 +66,7 @@ class LanderModelFactory(factory.django.DjangoModelFactory):
     payload_capacity_g = 300_000
 
 
-class LanderPositionFactory(factory.django.DjangoModelFactory):
+class LanderPositionFactory(factory.django.DjangoModelFactory[LanderPosition]):
     class Meta:
         model = LanderPosition
 
@@ -79,7 +79,7 @@ class LanderPositionFactory(factory.django.DjangoModelFactory):
     max_power_w = 50
 
 
-class MissionFactory(factory.django.DjangoModelFactory):
+class MissionFactory(factory.django.DjangoModelFactory[Mission]):
     class Meta:
         model = Mission
 
@@ -94,7 +94,7 @@ class MissionFactory(factory.django.DjangoModelFactory):
     booking_cutoff = factory.LazyAttribute(lambda m: m.launch_window_start - timedelta(days=90))
 
 
-class SlotClassFactory(factory.django.DjangoModelFactory):
+class SlotClassFactory(factory.django.DjangoModelFactory[SlotClass]):
     """A per-kg class by default; use ``SlotClassFactory.per_unit(...)`` for capsules."""
 
     class Meta:
@@ -145,7 +145,7 @@ class SlotClassFactory(factory.django.DjangoModelFactory):
         kwargs.setdefault("max_length_mm", 30)
         kwargs.setdefault("max_width_mm", 30)
         kwargs.setdefault("max_height_mm", 10)
-        return cls(
+        return cls.create(
             pricing=Pricing.PER_UNIT,
             unit_mass_g=unit_mass_g,
             capacity_units=capacity_units,
