@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
 from accounts.models import ApiKey, CreditLimit, Organisation, User
@@ -531,7 +531,7 @@ def booking_events_sequence(*, limit: int = 50_000) -> int:
         return 0
     table = BookingEvent._meta.db_table
     with transaction.atomic():
-        cursor_row = EventFeedCursor.objects.select_for_update().get(pk=1)
+        cursor_row = _feed_cursor_for_update()
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
@@ -548,6 +548,21 @@ def booking_events_sequence(*, limit: int = 50_000) -> int:
         cursor_row.last_seq += numbered
         cursor_row.save(update_fields=["last_seq"])
     return numbered
+
+
+def _feed_cursor_for_update() -> EventFeedCursor:
+    """The cursor row, locked. A migration creates it; a flushed database (transactional
+    tests) may not have it, and two sequencers may race to recreate it."""
+    try:
+        return EventFeedCursor.objects.select_for_update().get(pk=1)
+    except EventFeedCursor.DoesNotExist:
+        try:
+            with transaction.atomic():
+                highest = BookingEvent.objects.aggregate(highest=Max("seq"))["highest"]
+                EventFeedCursor.objects.create(pk=1, last_seq=highest or 0)
+        except IntegrityError:
+            pass
+        return EventFeedCursor.objects.select_for_update().get(pk=1)
 
 
 def booking_event_feed(

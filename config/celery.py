@@ -11,17 +11,22 @@ app = Celery("moonslot")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# Sweeps are cheap when there is nothing to do; the intervals bound how long a lapsed hold
+# reads as expired before it is written as such, and how long an undispatched side effect
+# waits. MOONSLOT_SWEEP_SECONDS exists so the real-worker tests need not wait half a minute.
+SWEEP = timedelta(seconds=float(os.environ.get("MOONSLOT_SWEEP_SECONDS", "30")))
+
 app.conf.beat_schedule = {
     "expire-lapsed-holds": {
         "task": "bookings.tasks.bookings_expire",
-        "schedule": timedelta(seconds=30),
+        "schedule": SWEEP,
     },
     "dispatch-pending-outbox": {
         "task": "bookings.tasks.outbox_dispatch_pending",
-        "schedule": timedelta(seconds=30),
+        "schedule": SWEEP,
     },
     "sequence-events": {
         "task": "bookings.tasks.booking_events_sequence",
-        "schedule": timedelta(seconds=5),
+        "schedule": min(SWEEP, timedelta(seconds=5)),
     },
 }

@@ -4,10 +4,11 @@ from .base import *
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.locmem.EmailBackend")
+EMAIL_FILE_PATH = env("EMAIL_FILE_PATH", default="/tmp/moonslot-mail")  # noqa: S108
 # Tests run Celery tasks in-process so mail.outbox sees them; the integration tests that
-# start a real worker switch this off for themselves.
-CELERY_TASK_ALWAYS_EAGER = True
+# start a real worker switch this off for themselves (and for the worker they start).
+CELERY_TASK_ALWAYS_EAGER = env.bool("MOONSLOT_CELERY_EAGER", default=True)
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
