@@ -1,17 +1,41 @@
 """API conventions shared by every endpoint (see shared/API.md): the error body
-``{"detail", "code", "fields"}``, pagination and throttles."""
+``{"detail", "code", "fields"}``, pagination and throttles.
+
+How an endpoint uses them:
+
+- Raise ``ApiError(status_code=409, code="insufficient_capacity", detail=…,
+  extra={"available_g": …})`` for a domain refusal; ``extra`` keys are added to the body.
+  Raise DRF's ``ValidationError`` (or let a serializer raise it) for 400 ``invalid``: nested
+  errors become ``fields`` with dotted paths (``payload.hazards.0.energy_wh``). Django's own
+  ``ValidationError`` (from ``full_clean``) is turned into the same 400.
+- List views get ``Pagination`` from settings: ``{"count", "next", "previous", "results"}``,
+  ``page_size`` capped at 100, a page past the end is 404 ``not_found``.
+- Query parameters: declare them on a ``serializers.Serializer`` (``choice_filter`` for a
+  choice set), read them with ``validated_query(QuerySerializer, request)`` and document them
+  with ``extend_schema(parameters=[QuerySerializer])``: an unknown value is a 400 naming it.
+- Throttles come from settings (per IP for anonymous requests, per key for keyed ones); their
+  rates are read when a request arrives, so ``override_settings(REST_FRAMEWORK=…)`` changes
+  them in tests.
+- The OpenAPI side of these conventions (the ``Error`` component, the 401/429 responses added
+  to every operation) lives in ``config.schema``.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.http import Http404
 from django.utils.translation import gettext as _
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -19,16 +43,105 @@ from accounts.authentication import ApiClient
 
 
 class Pagination(PageNumberPagination):
+    """``?page=`` and ``?page_size=`` (default 20, anything above 100 is read as 100)."""
+
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
 
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        # The contract says absent values are null, never left out: all four keys always come.
+        return {
+            "type": "object",
+            "required": ["count", "next", "previous", "results"],
+            "properties": {
+                "count": {"type": "integer", "minimum": 0, "example": 42},
+                "next": {
+                    "type": "string",
+                    "format": "uri",
+                    "nullable": True,
+                    "description": "The next page's URL, or null on the last page.",
+                },
+                "previous": {
+                    "type": "string",
+                    "format": "uri",
+                    "nullable": True,
+                    "description": "The previous page's URL, or null on the first page.",
+                },
+                "results": schema,
+            },
+        }
 
-class AnonymousIpThrottle(AnonRateThrottle):
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": self.page_query_param,
+                "required": False,
+                "in": "query",
+                "description": "Page number, from 1. A page past the end is 404 not_found.",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            {
+                "name": self.page_size_query_param,
+                "required": False,
+                "in": "query",
+                "description": (
+                    f"Results per page (default {self.page_size}; anything above "
+                    f"{self.max_page_size} is treated as {self.max_page_size})."
+                ),
+                "schema": {"type": "integer", "minimum": 1},
+            },
+        ]
+
+
+def choice_filter(choices: type[models.Choices], *, help_text: str) -> serializers.ChoiceField:
+    """An optional ``?name=`` filter over a choice set, for a query serializer: an unknown value
+    is 400 ``invalid`` with a field message that lists the known values."""
+    known = ", ".join(str(value) for value in choices.values)
+    return serializers.ChoiceField(
+        choices=choices.choices,
+        required=False,
+        help_text=help_text,
+        error_messages={"invalid_choice": f"Unknown value {{input!r}}; use one of {known}."},
+    )
+
+
+def validated_query(
+    serializer_class: type[serializers.Serializer[Any]], request: Request
+) -> dict[str, Any]:
+    """The request's query parameters validated by ``serializer_class`` (which, passed to
+    ``extend_schema(parameters=[…])``, also documents them). An empty value (``?status=``, a
+    form with nothing picked) counts as absent. Raises ``ValidationError``: a 400 ``invalid``
+    naming the parameter."""
+    params = {key: value for key, value in request.query_params.items() if value != ""}
+    query = serializer_class(data=params)
+    query.is_valid(raise_exception=True)
+    validated: dict[str, Any] = query.validated_data
+    return validated
+
+
+class _RatesFromCurrentSettings:
+    """DRF copies ``DEFAULT_THROTTLE_RATES`` into a class attribute at import time, so a
+    changed setting (``override_settings`` in a test, a reloaded config) would be ignored.
+    Reading it per request costs one dict lookup."""
+
+    scope: str
+
+    def get_rate(self) -> str | None:
+        rates = api_settings.DEFAULT_THROTTLE_RATES
+        if self.scope not in rates:
+            raise ImproperlyConfigured(f"No default throttle rate set for {self.scope!r} scope")
+        rate = rates[self.scope]
+        return None if rate is None else str(rate)
+
+
+class AnonymousIpThrottle(_RatesFromCurrentSettings, AnonRateThrottle):
+    """Per client IP, for requests without an API key."""
+
     scope = "anon"
 
 
-class ApiKeyThrottle(SimpleRateThrottle):
+class ApiKeyThrottle(_RatesFromCurrentSettings, SimpleRateThrottle):
     """Per key, so one busy reseller cannot starve the others."""
 
     scope = "api_key"
@@ -41,7 +154,12 @@ class ApiKeyThrottle(SimpleRateThrottle):
 
 
 class ApiError(exceptions.APIException):
-    """A domain error with its contract code and any extra body fields."""
+    """A domain error with its contract code and any extra body fields.
+
+    ``raise ApiError(status_code=409, code="sales_closed", detail=_("…"))``. Keys of ``extra``
+    (e.g. ``available_g``) are added to the body beside ``detail`` and ``code``; declare them in
+    ``config.schema.ERROR_SCHEMA`` when you add a new one.
+    """
 
     def __init__(
         self, *, status_code: int, code: str, detail: str, extra: dict[str, Any] | None = None
@@ -52,25 +170,36 @@ class ApiError(exceptions.APIException):
 
 
 def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
-    """DRF's nested error structure as ``{"dotted.path": ["message", …]}``."""
+    """DRF's nested error structure as ``{"dotted.path": ["message", …]}``.
+
+    ``{"payload": {"hazards": [{}, {"energy_wh": ["…"]}]}}`` becomes
+    ``{"payload.hazards.1.energy_wh": ["…"]}``. A nested serializer's own (non-field) errors
+    are reported at the nested field's path (``payload``), top-level ones under
+    ``non_field_errors``, which the exception handler turns into the ``detail`` sentence.
+    """
     flat: dict[str, list[str]] = {}
+    non_field_key = api_settings.NON_FIELD_ERRORS_KEY
     if isinstance(errors, dict):
         for key, value in errors.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == non_field_key and prefix:
+                path = prefix
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
             for sub_path, messages in flatten_errors(value, path).items():
                 flat.setdefault(sub_path, []).extend(messages)
     elif isinstance(errors, list):
         if all(not isinstance(item, dict | list) for item in errors):
-            flat[prefix or "non_field_errors"] = [str(item) for item in errors]
+            if errors:
+                flat[prefix or non_field_key] = [str(item) for item in errors]
         else:
             for index, item in enumerate(errors):
                 if not item:
-                    continue
+                    continue  # ListSerializer puts {} for the items that were valid
                 path = f"{prefix}.{index}" if prefix else str(index)
                 for sub_path, messages in flatten_errors(item, path).items():
                     flat.setdefault(sub_path, []).extend(messages)
     else:
-        flat[prefix or "non_field_errors"] = [str(errors)]
+        flat[prefix or non_field_key] = [str(errors)]
     return flat
 
 
@@ -88,10 +217,18 @@ _CODES_BY_CLASS: list[tuple[type[exceptions.APIException], str]] = [
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error as ``{"detail", "code"[, "fields"][, extra…]}`` (settings'
+    ``EXCEPTION_HANDLER``). Anything not an API error (a bug) is left to Django: a 500."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(_("Not found."))
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        # A model's full_clean() in a service: the same 400 as a serializer's refusal.
+        errors = as_serializer_error(exc)
+        if NON_FIELD_ERRORS in errors:
+            errors[api_settings.NON_FIELD_ERRORS_KEY] = errors.pop(NON_FIELD_ERRORS)
+        exc = exceptions.ValidationError(detail=errors)
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response
@@ -99,7 +236,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     body: dict[str, Any]
     if isinstance(exc, exceptions.ValidationError):
         fields = flatten_errors(exc.detail)
-        general = fields.pop("non_field_errors", [])
+        general = fields.pop(api_settings.NON_FIELD_ERRORS_KEY, [])
         detail = " ".join(general) if general else _("Some fields are invalid; see fields.")
         body = {"detail": detail, "code": "invalid", "fields": fields}
         if not fields:
@@ -113,5 +250,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body = {"detail": str(exc.detail), "code": code}
         if isinstance(exc, ApiError):
             body.update(exc.extra)
+        if isinstance(exc, exceptions.Throttled) and "Retry-After" not in response:
+            # DRF leaves the header out when the wait is unknown or rounds to zero; the
+            # contract promises it on every 429.
+            response["Retry-After"] = str(max(1, math.ceil(getattr(exc, "wait", None) or 0)))
     response.data = body
     return response

@@ -196,6 +196,20 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # config/schema.py: the Error component, shared 401/429 responses, the bearer scheme.
+    "PREPROCESSING_HOOKS": ["config.schema.preprocess_api_endpoints"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.postprocess_api_conventions",
+    ],
+    # One stable component name per choice set, whichever serializer uses it first.
+    "ENUM_NAME_OVERRIDES": {
+        "MissionStatusEnum": "marketplace.models.MissionStatus",
+        "DestinationEnum": "marketplace.models.Destination",
+        "PricingEnum": "marketplace.models.Pricing",
+        "ChannelEnum": "marketplace.models.Channel",
+        "CurrencyEnum": "marketplace.money.Currency",
+    },
 }
 
 # --- Moonslot -------------------------------------------------------------------------
