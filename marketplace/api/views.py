@@ -1,0 +1,75 @@
+"""The public catalogue of the reseller API: ``GET /missions/`` and ``GET /missions/{code}/``.
+
+Anyone may call them (throttled per IP by the default throttles); a key, when sent, must be
+valid (401 ``authentication_failed`` otherwise, from ``ApiKeyAuthentication``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import AllowAny
+
+from config.api import validated_query
+from config.schema import error_responses
+from marketplace.api.serializers import MissionListQuerySerializer, MissionSerializer
+from marketplace.models import Mission
+from marketplace.selectors import mission_detail, mission_list
+
+
+class MissionListView(generics.ListAPIView[Mission]):
+    permission_classes = [AllowAny]
+    serializer_class = MissionSerializer
+    # The one filter is validated by MissionListQuerySerializer, which also documents it.
+    filter_backends: list[Any] = []
+
+    @extend_schema(
+        operation_id="missions_list",
+        summary="Missions not completed or failed, soonest launch first",
+        tags=["missions"],
+        parameters=[MissionListQuerySerializer],
+        responses={
+            200: OpenApiResponse(MissionSerializer(many=True), description="A page of missions."),
+            **error_responses("invalid"),
+        },
+    )
+    def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.list(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Mission]:
+        query = validated_query(MissionListQuerySerializer, self.request)
+        return mission_list(status=query.get("status"))
+
+
+class MissionDetailView(generics.RetrieveAPIView[Mission]):
+    permission_classes = [AllowAny]
+    serializer_class = MissionSerializer
+    filter_backends: list[Any] = []
+
+    @extend_schema(
+        operation_id="missions_retrieve",
+        summary="One mission, whatever its status",
+        tags=["missions"],
+        parameters=[
+            OpenApiParameter(
+                "code", str, OpenApiParameter.PATH, description="The mission's code, e.g. M3."
+            )
+        ],
+        responses={
+            200: OpenApiResponse(MissionSerializer, description="The mission."),
+            **error_responses("not_found"),
+        },
+    )
+    def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.retrieve(request, *args, **kwargs)
+
+    def get_object(self) -> Mission:
+        try:
+            return mission_detail(code=self.kwargs["code"])
+        except Mission.DoesNotExist:
+            raise NotFound(_("No mission has this code.")) from None
