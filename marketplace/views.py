@@ -1,0 +1,84 @@
+"""Public catalogue pages: the mission list and a mission's page with its instant quote.
+
+Both read through ``marketplace.selectors`` so every figure (availability, prices, schedule
+history) comes from a fixed number of queries however many missions and classes there are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+
+from marketplace import selectors
+from marketplace.forms import MassUnit, QuoteForm
+from marketplace.models import Mission, MissionStatus, SlotClass
+from marketplace.money import Currency
+
+# Quotes are offered while a mission can still be sold; once sales close a price would only
+# mislead.
+QUOTABLE_STATUSES = (MissionStatus.PLANNED, MissionStatus.ON_SALE)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassPanel:
+    """One slot class on the mission page with the quote form shown beside it."""
+
+    slot_class: SlotClass
+    form: QuoteForm
+    submitted: bool
+
+
+def mission_list(request: HttpRequest) -> HttpResponse:
+    missions = list(selectors.mission_list(now=timezone.now()))
+    return render(request, "marketplace/mission_list.html", {"missions": missions})
+
+
+def mission_detail(request: HttpRequest, code: str) -> HttpResponse:
+    now = timezone.now()
+    try:
+        mission = selectors.mission_detail(code=code, now=now)
+    except Mission.DoesNotExist:
+        raise Http404(_("No mission has that code.")) from None
+    slot_classes = list(mission.slot_classes.all())
+    quotable = mission.status in QUOTABLE_STATUSES and now < mission.booking_cutoff
+
+    requested = request.GET.get("slot_class") if quotable else None
+    quote_error = ""
+    if requested is not None and not any(str(sc.pk) == requested for sc in slot_classes):
+        quote_error = _("That slot class is not sold on this mission. Choose one below.")
+
+    panels = []
+    for slot_class in slot_classes:
+        submitted = requested == str(slot_class.pk)
+        form = QuoteForm(
+            request.GET if submitted else None,
+            slot_class=slot_class,
+            initial=_initial_quote(slot_class),
+            auto_id=f"quote-{slot_class.pk}-%s",
+        )
+        if submitted:
+            form.is_valid()
+        panels.append(ClassPanel(slot_class=slot_class, form=form, submitted=submitted))
+
+    context = {
+        "mission": mission,
+        "panels": panels,
+        "schedule_changes": list(mission.schedule_changes.all()),
+        "bookable": mission.is_bookable(now),
+        "quotable": quotable,
+        "quote_error": quote_error,
+    }
+    return render(request, "marketplace/mission_detail.html", context)
+
+
+def _initial_quote(slot_class: SlotClass) -> dict[str, object]:
+    offered = [price.currency for price in slot_class.prices.all()]
+    preferred = Currency.JPY if (get_language() or "").startswith("ja") else Currency.USD
+    currency = preferred if preferred in offered else (offered[0] if offered else None)
+    unit = MassUnit.KG if slot_class.min_mass_g >= 1000 else MassUnit.G
+    return {"slot_class": slot_class.pk, "currency": currency, "unit": unit}
