@@ -21,6 +21,7 @@ SUBJECTS = {
     "booking.confirmed": "Booking {ref} is confirmed",
     "booking.cancelled": "Booking {ref} is cancelled",
     "booking.expired": "Your hold {ref} has expired",
+    "booking.hold_reminder": "Your hold {ref} expires soon",
 }
 
 
@@ -80,3 +81,12 @@ def handle_bookings_expired(message: OutboxMessage) -> None:
     )
     for booking in bookings.iterator(chunk_size=500):
         send_booking_email(booking, "booking.expired", None)
+
+
+@outbox_handler("booking.hold_reminder")
+def handle_hold_reminder(message: OutboxMessage) -> None:
+    booking = Booking.objects.select_related(
+        "organisation", "created_by", "slot_class__mission"
+    ).get(pk=message.payload["booking_id"])
+    if booking.status_at() == BookingStatus.HELD:  # confirmed or lapsed since: say nothing
+        send_booking_email(booking, "booking.hold_reminder", None)

@@ -234,6 +234,7 @@ def booking_hold(
     payload: PayloadInput | None = None,
     customer: CustomerInput | None = None,
     hold_minutes: int | None = None,
+    terms_version: str = "",
     now: datetime | None = None,
 ) -> Booking:
     """Place a hold: checks the class's limits, channel, currency, sales window and the
@@ -308,6 +309,8 @@ def booking_hold(
             customer_name=customer.name,
             customer_email=customer.email,
             customer_organisation=customer.organisation,
+            terms_version=terms_version,
+            terms_accepted_at=now if terms_version else None,
             created_at=now,
         )
         declaration = PayloadDeclaration(booking=booking, **_payload_fields(payload))
@@ -519,6 +522,29 @@ def booking_payload_update(
     return booking
 
 
+def bookings_remind_expiring(*, within: timedelta, now: datetime | None = None) -> int:
+    """Queue one "your hold is about to expire" notice per live hold that lapses within
+    ``within``; the outbox's dedupe key makes a second run (or a concurrent one) write
+    nothing. Only holds that were given more than ``within`` get one, so a short web hold is
+    not reminded the moment it is placed. Returns how many reminders were queued."""
+    now = now or timezone.now()
+    candidates = (
+        Booking.objects.live_holds(now)
+        .filter(hold_expires_at__lte=now + within, created_at__lt=now - within)
+        .values_list("pk", flat=True)
+    )
+    queued = 0
+    for booking_id in candidates.iterator(chunk_size=500):
+        with transaction.atomic():
+            if outbox_write(
+                topic="booking.hold_reminder",
+                payload={"booking_id": booking_id},
+                dedupe_key=f"booking.hold_reminder:{booking_id}",
+            ):
+                queued += 1
+    return queued
+
+
 # --- the events feed -------------------------------------------------------------------
 
 
@@ -586,5 +612,6 @@ __all__ = [
     "booking_hold",
     "booking_payload_update",
     "bookings_expire",
+    "bookings_remind_expiring",
     "refund_due",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from celery import shared_task
 
 from bookings import (
@@ -33,6 +35,11 @@ def outbox_dispatch_pending_task() -> int:
 @shared_task(name="bookings.tasks.bookings_expire", acks_late=True)
 def bookings_expire_task() -> int:
     return services.bookings_expire()
+
+
+@shared_task(name="bookings.tasks.bookings_remind_expiring", acks_late=True)
+def bookings_remind_expiring_task() -> int:
+    return services.bookings_remind_expiring(within=timedelta(minutes=5))
 
 
 @shared_task(name="bookings.tasks.booking_events_sequence", acks_late=True)

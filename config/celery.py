@@ -25,6 +25,10 @@ app.conf.beat_schedule = {
         "task": "bookings.tasks.outbox_dispatch_pending",
         "schedule": SWEEP,
     },
+    "remind-expiring-holds": {
+        "task": "bookings.tasks.bookings_remind_expiring",
+        "schedule": SWEEP,
+    },
     "sequence-events": {
         "task": "bookings.tasks.booking_events_sequence",
         "schedule": min(SWEEP, timedelta(seconds=5)),

@@ -156,3 +156,19 @@ def test_dedupe_key_writes_one_row() -> None:
     assert first is not None
     assert second is None
     assert OutboxMessage.objects.filter(dedupe_key="k1").count() == 1
+
+
+def test_hold_reminder_is_sent_once_before_expiry(django_capture_on_commit_callbacks) -> None:
+    start = timezone.now() - timedelta(minutes=20)
+    booking = place_hold(now=start, hold_minutes=24)  # lapses in 4 minutes
+    confirmed = place_hold(now=start, hold_minutes=24)
+    services.booking_confirm(booking_id=confirmed.pk, actor=Actor.system("test"))
+    fresh = place_hold(hold_minutes=3)  # placed just now: no reminder the moment it is made
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.bookings_remind_expiring(within=timedelta(minutes=5)) == 1
+        assert services.bookings_remind_expiring(within=timedelta(minutes=5)) == 0
+    assert [m.subject for m in mail.outbox] == [
+        f"[Moonslot] Your hold {booking.reference} expires soon"
+    ]
+    assert fresh.reference not in mail.outbox[0].body
