@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", include(api_v1)),
+    path("", include("bookings.payment_urls")),
     path("", include("bookings.urls")),
     path("", include("marketplace.urls")),
 ]
