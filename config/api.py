@@ -37,7 +37,6 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.authentication import ApiClient
 
@@ -229,6 +228,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if NON_FIELD_ERRORS in errors:
             errors[api_settings.NON_FIELD_ERRORS_KEY] = errors.pop(NON_FIELD_ERRORS)
         exc = exceptions.ValidationError(detail=errors)
+    # Imported here: rest_framework.views reads DEFAULT_THROTTLE_CLASSES (this module) while
+    # it loads, so a top-level import fails whenever this module is imported first.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None or not isinstance(exc, exceptions.APIException):
         return response

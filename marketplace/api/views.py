@@ -21,6 +21,8 @@ from marketplace.api.serializers import MissionListQuerySerializer, MissionSeria
 from marketplace.models import Mission
 from marketplace.selectors import mission_detail, mission_list
 
+_CODE_MAX_LENGTH = Mission._meta.get_field("code").max_length or 0
+
 
 class MissionListView(generics.ListAPIView[Mission]):
     permission_classes = [AllowAny]
@@ -69,7 +71,12 @@ class MissionDetailView(generics.RetrieveAPIView[Mission]):
         return self.retrieve(request, *args, **kwargs)
 
     def get_object(self) -> Mission:
+        code: str = self.kwargs["code"]
+        # PostgreSQL refuses a NUL in a query parameter with an error (a 500), and no stored
+        # code is longer than the column: neither can name a mission.
+        if "\x00" in code or len(code) > _CODE_MAX_LENGTH:
+            raise NotFound(_("No mission has this code."))
         try:
-            return mission_detail(code=self.kwargs["code"])
+            return mission_detail(code=code)
         except Mission.DoesNotExist:
             raise NotFound(_("No mission has this code.")) from None

@@ -404,6 +404,16 @@ def test_unknown_mission_code_is_404_not_found(api_client):
     assert body["code"] == "not_found"
 
 
+@pytest.mark.parametrize("code", ["%00", "M3%00", "M" * 300])
+def test_code_that_cannot_exist_is_404_not_a_server_error(api_client, code):
+    MissionFactory(code="M3")
+
+    response = api_client.get(detail_url(code))
+
+    body = assert_matches_schema(response, DETAIL_PATH, "get", 404)
+    assert body["code"] == "not_found"
+
+
 # --- availability --------------------------------------------------------------------------
 
 
