@@ -210,6 +210,17 @@ SPECTACULAR_SETTINGS = {
         "ChannelEnum": "marketplace.models.Channel",
         "CurrencyEnum": "marketplace.money.Currency",
     },
+    # /api/v1/docs/ loads Swagger UI from a CDN unless drf-spectacular-sidecar is installed
+    # and listed in INSTALLED_APPS; then the site serves the assets itself (works offline).
+    **(
+        {
+            "SWAGGER_UI_DIST": "SIDECAR",
+            "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+            "REDOC_DIST": "SIDECAR",
+        }
+        if "drf_spectacular_sidecar" in INSTALLED_APPS
+        else {}
+    ),
 }
 
 # --- Moonslot -------------------------------------------------------------------------
