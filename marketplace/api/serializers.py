@@ -3,7 +3,8 @@
 Each class declares its fields for two readers: drf-spectacular, which builds the strict
 response schema from them, and DRF's generic ``Serializer.to_representation``. The endpoints
 are read far more than anything else, so each class overrides ``to_representation`` with a
-hand-built dict that skips DRF's per-field machinery (several times faster on a full page).
+hand-built dict that skips DRF's per-field machinery (measured: about a quarter less time for a
+page of 20 missions × 4 classes; most of a request is the ORM's prefetching, not this).
 ``tests/marketplace/test_api_missions.py`` proves the two give identical output, and
 ``tests/test_openapi.py`` validates real responses against the schema, so the declarations
 cannot drift from what is sent.
