@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from marketplace.forms_admin import (
     SLOT_CLASS_UPDATE_FIELDS,
     LanderModelAdminForm,
+    LanderPositionForm,
     MissionAdminForm,
     SlotClassAdminForm,
     SlotClassForm,
@@ -105,18 +106,8 @@ class _SoldDisplayMixin:
 # --- Lander models ----------------------------------------------------------------------
 class LanderPositionInline(admin.TabularInline):
     model = LanderPosition
+    form = LanderPositionForm
     extra = 0
-    fields = (
-        "code",
-        "name",
-        "max_length_mm",
-        "max_width_mm",
-        "max_height_mm",
-        "max_power_w",
-        "max_data_kbps",
-        "min_temperature_c",
-        "max_temperature_c",
-    )
 
 
 @admin.register(LanderModel)
@@ -194,6 +185,7 @@ class MissionAdmin(admin.ModelAdmin):
                     ("code", "status"),
                     ("name", "name_ja"),
                     ("lander", "destination", "landing_site"),
+                    "allocation_display",
                 )
             },
         ),
@@ -223,16 +215,19 @@ class MissionAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Mission | None = None) -> Any:
         if obj is not None:
             return self.fieldsets
-        # A new mission has no schedule to change yet.
-        schedule = (
-            _("Schedule"),
-            {"fields": (("launch_window_start", "launch_window_end"), "booking_cutoff")},
-        )
-        return (self.fieldsets[0], schedule, self.fieldsets[2])
+        # A new mission has no allocations yet and no schedule to change.
+        only_on_change = {"allocation_display", "schedule_change_reason"}
+        return [
+            (
+                title,
+                {**options, "fields": [f for f in options["fields"] if f not in only_on_change]},
+            )
+            for title, options in self.fieldsets
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Mission | None = None) -> Any:
         # Positions and allocations are defined against the lander; a stored mission keeps it.
-        return ("lander",) if obj is not None else ()
+        return ("lander", "allocation_display") if obj is not None else ()
 
     def get_inline_instances(self, request: HttpRequest, obj: Mission | None = None) -> Any:
         inlines = super().get_inline_instances(request, obj)
@@ -254,6 +249,20 @@ class MissionAdmin(admin.ModelAdmin):
     @admin.display(description=_("launch window"), ordering="launch_window_start")
     def window_display(self, obj: Mission) -> str:
         return f"{obj.launch_window_start:%Y-%m-%d} – {obj.launch_window_end:%Y-%m-%d}"
+
+    @admin.display(description=_("allocation"))
+    def allocation_display(self, obj: Mission) -> str:
+        allocated = getattr(obj, "allocated_g", None) or 0
+        capacity = obj.lander.payload_capacity_g
+        return _(
+            "%(allocated)s of the lander's %(capacity)s allocated to slot classes "
+            "(%(free)s free to allocate); %(sold)s sold or held."
+        ) % {
+            "allocated": format_kg(allocated),
+            "capacity": format_kg(capacity),
+            "free": format_kg(max(capacity - allocated, 0)),
+            "sold": format_kg(getattr(obj, "sold_g", None) or 0),
+        }
 
     @admin.display(description=_("sold / allocated"))
     def sold_display(self, obj: Mission) -> str:

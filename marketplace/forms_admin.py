@@ -12,12 +12,13 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.forms.formsets import DELETION_FIELD_NAME
 from django.utils.translation import gettext_lazy as _
 
 from marketplace.exceptions import AllocationExceeded
 from marketplace.locks import slot_class_qs_for_update
-from marketplace.models import LanderModel, Mission, Pricing, SlotClass
+from marketplace.models import LanderModel, LanderPosition, Mission, Pricing, SlotClass
 from marketplace.money import format_mass
 from marketplace.services import mission_check_allocations
 
@@ -81,6 +82,17 @@ def lock_and_check_taken(instances: Iterable[SlotClass]) -> dict[int, dict[str, 
     return errors
 
 
+def require_positive(form: forms.BaseForm, names: Iterable[str]) -> None:
+    """Say "at least 1" on the field itself rather than leave it to a CheckConstraint, whose
+    message names the constraint instead of the field."""
+    for name in names:
+        field = form.fields.get(name)
+        if isinstance(field, forms.IntegerField):
+            field.min_value = 1
+            field.validators.append(MinValueValidator(1))
+            field.widget.attrs["min"] = 1
+
+
 class SlotClassForm(forms.ModelForm):
     """One slot class. Per-unit classes derive their mass figures from the unit figures
     (``SlotClass.clean``), so those fields are optional here and the model fills them in."""
@@ -105,6 +117,18 @@ class SlotClassForm(forms.ModelForm):
         for name in ("capacity_g", "min_mass_g", "max_mass_g", "mass_step_g"):
             if name in self.fields:
                 self.fields[name].required = False
+        require_positive(
+            self,
+            [
+                "capacity_g",
+                "max_length_mm",
+                "max_width_mm",
+                "max_height_mm",
+                "hold_minutes_web",
+                "hold_minutes_api",
+                "hold_minutes_admin",
+            ],
+        )
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -266,10 +290,44 @@ class MissionAdminForm(forms.ModelForm):
         return cleaned
 
 
+class LanderPositionForm(forms.ModelForm):
+    class Meta:
+        model = LanderPosition
+        fields = [
+            "code",
+            "name",
+            "max_length_mm",
+            "max_width_mm",
+            "max_height_mm",
+            "max_power_w",
+            "max_data_kbps",
+            "min_temperature_c",
+            "max_temperature_c",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        require_positive(self, ["max_length_mm", "max_width_mm", "max_height_mm"])
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        low = self.cleaned_data.get("min_temperature_c")
+        high = self.cleaned_data.get("max_temperature_c")
+        if low is not None and high is not None and low > high:
+            self.add_error(
+                "max_temperature_c", _("The maximum temperature must not be below the minimum.")
+            )
+        return self.cleaned_data
+
+
 class LanderModelAdminForm(forms.ModelForm):
     class Meta:
         model = LanderModel
         fields = ["name", "manufacturer", "payload_capacity_g", "description"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        require_positive(self, ["payload_capacity_g"])
 
     def clean_payload_capacity_g(self) -> int | None:
         capacity: int | None = self.cleaned_data.get("payload_capacity_g")

@@ -583,6 +583,8 @@ def slot_class_data(client: Client, slot_class: SlotClass) -> dict[str, str]:
             "Per-unit classes need this, and it must be at least 1.",
         ),
         ({"mass_step_g": "0"}, "The mass step must be at least 1 g."),
+        ({"max_height_mm": "0"}, "Ensure this value is greater than or equal to 1."),
+        ({"hold_minutes_web": "0"}, "Ensure this value is greater than or equal to 1."),
         ({"capacity_g": ""}, "Per-kg classes need a capacity in grams."),
         ({"max_mass_g": "150000"}, "The maximum per booking cannot exceed the class capacity."),
         ({"prices-0-amount": "-5"}, "Ensure this value is greater than or equal to 1."),
@@ -718,30 +720,54 @@ def test_a_lander_cannot_shrink_below_a_missions_allocations(
     assert lander.payload_capacity_g == 300_000
 
 
-def test_a_lander_with_its_positions_is_added_through_the_admin(client: Client) -> None:
+def lander_add_data(client: Client, **position: Any) -> dict[str, str]:
     data = form_data(client, "/admin/marketplace/landermodel/add/", "landermodel_form")
     data.update(name="Small lander", payload_capacity_g="100000")
-    add_inline_row(
-        data,
-        "positions",
-        {
-            "code": "deck",
-            "name": "Top deck",
-            "max_length_mm": 500,
-            "max_width_mm": 500,
-            "max_height_mm": 400,
-            "max_power_w": 60,
-            "max_data_kbps": 128,
-            "min_temperature_c": -20,
-            "max_temperature_c": 50,
-        },
-    )
+    deck = {
+        "code": "deck",
+        "name": "Top deck",
+        "max_length_mm": 500,
+        "max_width_mm": 500,
+        "max_height_mm": 400,
+        "max_power_w": 60,
+        "max_data_kbps": 128,
+        "min_temperature_c": -20,
+        "max_temperature_c": 50,
+    }
+    add_inline_row(data, "positions", deck | position)
+    return data
 
-    response = client.post("/admin/marketplace/landermodel/add/", data)
+
+def test_a_lander_with_its_positions_is_added_through_the_admin(client: Client) -> None:
+    response = client.post("/admin/marketplace/landermodel/add/", lander_add_data(client))
 
     assert response.status_code == 302, errors_of(response)
     lander = LanderModel.objects.get(name="Small lander")
     assert list(lander.positions.values_list("code", flat=True)) == ["deck"]
+
+
+@pytest.mark.parametrize(
+    ("lander_fields", "position", "message"),
+    [
+        ({"payload_capacity_g": "0"}, {}, "Ensure this value is greater than or equal to 1."),
+        ({}, {"max_width_mm": 0}, "Ensure this value is greater than or equal to 1."),
+        (
+            {},
+            {"min_temperature_c": 60, "max_temperature_c": -20},
+            "The maximum temperature must not be below the minimum.",
+        ),
+    ],
+)
+def test_invalid_lander_data_is_a_form_error(
+    client: Client, lander_fields: dict[str, str], position: dict[str, Any], message: str
+) -> None:
+    data = lander_add_data(client, **position) | lander_fields
+
+    response = client.post("/admin/marketplace/landermodel/add/", data)
+
+    assert response.status_code == 200
+    assert message in errors_of(response)
+    assert not LanderModel.objects.filter(name="Small lander").exists()
 
 
 def test_every_catalogue_admin_page_renders_with_the_demo_data(client: Client) -> None:
@@ -758,3 +784,4 @@ def test_every_catalogue_admin_page_renders_with_the_demo_data(client: Client) -
     assert set(statuses.values()) == {200}, statuses
     page = client.get(change_url(m3)).content.decode()
     assert "slips by one year" in page  # the recorded schedule change
+    assert "285 kg of the lander" in page  # its allocation against the lander
