@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection, transaction
 
 from marketplace.exceptions import AllocationExceeded
 from marketplace.models import Mission, ScheduleChange
@@ -173,3 +176,56 @@ def test_a_reschedule_without_reason_unordered_or_unchanged_is_refused(
     scheduled.refresh_from_db()
     assert scheduled.launch_window_start == datetime(2027, 9, 1, tzinfo=UTC)
     assert not ScheduleChange.objects.exists()
+
+
+# --- concurrency (PostgreSQL) -----------------------------------------------------------
+def _wait_until_blocked_on_a_lock(deadline_s: float = 10.0) -> None:
+    """Bounded polling of pg_stat_activity until another session waits on a lock."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    pytest.fail("the second editor never waited for the mission lock")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_editors_cannot_both_fit_a_class_into_the_same_free_kilograms(
+    require_postgres: None,
+) -> None:
+    mission = MissionFactory.create(lander=LanderModelFactory.create(payload_capacity_g=300_000))
+    first_checked, release_first = threading.Event(), threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def editor(name: str, *, hold: bool) -> None:
+        try:
+            with transaction.atomic():
+                mission_check_allocations(mission_id=mission.pk, added=[200_000])
+                SlotClassFactory.create(mission=mission, capacity_g=200_000)
+                if hold:
+                    first_checked.set()
+                    release_first.wait(timeout=10)
+            outcomes[name] = "saved"
+        except AllocationExceeded:
+            outcomes[name] = "refused"
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=editor, args=("first",), kwargs={"hold": True})
+    second = threading.Thread(target=editor, args=("second",), kwargs={"hold": False})
+    first.start()
+    assert first_checked.wait(timeout=10)
+    second.start()
+    _wait_until_blocked_on_a_lock()
+    release_first.set()
+    first.join(timeout=10)
+    second.join(timeout=10)
+
+    assert outcomes == {"first": "saved", "second": "refused"}
+    assert mission.slot_classes.count() == 1
