@@ -1,0 +1,519 @@
+"""Serializers of the reseller API's bookings and events (shared/API.md, "Bookings", "Events").
+
+Input serializers are strict: an unknown field is refused at every level (``colour``,
+``payload.colour``, ``payload.hazards.0.colour``), integers must be JSON integers (no bools,
+floats or numeric strings) within a 32-bit column, and text must be JSON strings. Optional
+payload and customer fields accept ``null`` for "not declared" (in a PATCH, ``null`` clears
+the field). The class limits (minimum, maximum, step, dimensions, power) are checked by the
+service (``bookings.validation``), so every channel refuses the same things in the same words.
+
+Output serializers give every key of the contract, ``null`` when absent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from django.utils.translation import gettext as _
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from bookings.models import (
+    Booking,
+    BookingEvent,
+    BookingStatus,
+    ExportClassification,
+    HazardType,
+    PayloadDeclaration,
+    ReviewStatus,
+)
+from bookings.validation import HAZARD_REQUIRED_NUMBERS, MAX_INT, CustomerInput, PayloadInput
+from marketplace.api.serializers import BlankAsNullCharField, MoneySerializer, UtcDateTimeField
+from marketplace.models import Channel, Mission
+
+# Unknown field names are echoed back as error paths; keep them short and printable.
+_MAX_ECHOED_NAME = 100
+
+
+def _enum_schema(choices: type[Any], description: str) -> dict[str, Any]:
+    return {"type": "string", "enum": list(choices.values), "description": description}
+
+
+def _choice_field(choices: type[Any], component: str, description: str) -> type[Any]:
+    """A ChoiceField documented as its own named enum component. (Without this the enums
+    would be named after their property, e.g. ``TypeEnum`` for the hazard type.)"""
+
+    @extend_schema_field(_enum_schema(choices, description), component_name=component)
+    class NamedChoiceField(serializers.ChoiceField):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(choices=choices.choices, **kwargs)
+
+    NamedChoiceField.__name__ = NamedChoiceField.__qualname__ = f"{component}Field"
+    return NamedChoiceField
+
+
+BookingStatusField = _choice_field(
+    BookingStatus,
+    "BookingStatusEnum",
+    "held → confirmed → cancelled; held → expired; held → cancelled. A hold past its "
+    "hold_expires_at reads expired before any sweep. Statuses may grow: accept unknown ones.",
+)
+ReviewStatusField = _choice_field(
+    ReviewStatus,
+    "ReviewStatusEnum",
+    "The payload's own review, beside the booking status. Values may grow.",
+)
+HazardTypeField = _choice_field(
+    HazardType,
+    "HazardTypeEnum",
+    "lithium_battery needs energy_wh, pressure_vessel meop_kpa, propellant mass_g, "
+    "other a description.",
+)
+ExportClassificationField = _choice_field(
+    ExportClassification, "ExportClassificationEnum", "The payload's export control status."
+)
+
+
+# --- input ----------------------------------------------------------------------------
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: ``true``, ``2.0`` and ``"2"`` are refused, not coerced."""
+
+    default_error_messages = {"invalid": "A whole number is required."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return data
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string: numbers and booleans are refused, not turned into text."""
+
+    default_error_messages = {"invalid": "A string is required."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictEmailField(serializers.EmailField):
+    default_error_messages = {"invalid": "Enter a valid e-mail address."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+def _positive(help_text: str, **kwargs: Any) -> StrictIntegerField:
+    return StrictIntegerField(min_value=1, max_value=MAX_INT, help_text=help_text, **kwargs)
+
+
+def _text(max_length: int, help_text: str) -> StrictCharField:
+    return StrictCharField(
+        max_length=max_length,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        help_text=help_text,
+    )
+
+
+def _echoed(name: str) -> str:
+    if name.isprintable() and len(name) <= _MAX_ECHOED_NAME:
+        return name
+    return json.dumps(name[:_MAX_ECHOED_NAME])[1:-1]
+
+
+_T = TypeVar("_T")
+# drf-spectacular's own name and form for "null" in a oneOf (see its
+# ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE), so both can coexist in one document.
+NULL_COMPONENT = "NullEnum"
+
+
+class DocumentedSerializer(serializers.Serializer[_T]):
+    """Base of this module's serializers, for how their schema is written
+    (``DocumentedSerializerSchema``)."""
+
+
+class StrictSerializer(DocumentedSerializer[Any]):
+    """Refuses fields it does not declare, naming each (``{"colour": ["Unknown field."]}``),
+    together with the errors of the fields it does declare."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = (
+            {_echoed(str(name)): ["Unknown field."] for name in data if name not in self.fields}
+            if isinstance(data, Mapping)
+            else {}
+        )
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not unknown:
+                raise
+            detail = exc.detail
+            known = (
+                detail if isinstance(detail, dict) else {api_settings.NON_FIELD_ERRORS_KEY: detail}
+            )
+            raise serializers.ValidationError({**known, **unknown}) from exc
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class DocumentedSerializerSchema(OpenApiSerializerExtension):
+    """Two fixes to what drf-spectacular writes for this module's serializers:
+
+    - a nullable nested object or enum comes out as ``allOf: [$ref], nullable: true``, which
+      OpenAPI 3.0 validators read as "must match the $ref" (``nullable`` only widens a
+      ``type`` in the same schema object), so ``null`` is refused; it is written
+      ``oneOf: [$ref, NullEnum]`` instead, with ``NullEnum`` = ``{enum: [null]}``;
+    - a strict (input) serializer says it refuses unknown fields:
+      ``additionalProperties: false``.
+    """
+
+    target_class = DocumentedSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = auto_schema._map_serializer(
+            self.target, direction, bypass_extensions=True
+        )
+        properties: dict[str, Any] = schema.get("properties", {})
+        for name, prop in properties.items():
+            refs = prop.get("allOf", [])
+            if prop.get("nullable") and len(refs) == 1 and "$ref" in refs[0]:
+                null = ResolvedComponent(
+                    name=NULL_COMPONENT,
+                    type=ResolvedComponent.SCHEMA,
+                    schema={"enum": [None]},
+                    object=NULL_COMPONENT,
+                )
+                auto_schema.registry.register_on_missing(null)
+                rest = {k: v for k, v in prop.items() if k not in ("allOf", "nullable")}
+                properties[name] = {"oneOf": [refs[0], null.ref], **rest}
+        if isinstance(self.target, StrictSerializer):
+            schema["additionalProperties"] = False
+        return schema
+
+
+@extend_schema_serializer(component_name="Hazard")
+class HazardInputSerializer(StrictSerializer):
+    """One hazard: its type and the figure that type needs."""
+
+    type = HazardTypeField()
+    energy_wh = _positive("Energy in watt-hours (lithium_battery).", required=False)
+    meop_kpa = _positive(
+        "Maximum expected operating pressure in kPa (pressure_vessel).", required=False
+    )
+    mass_g = _positive("Propellant mass in grams (propellant).", required=False)
+    description = StrictCharField(
+        max_length=1000,
+        required=False,
+        allow_blank=True,
+        help_text="What the hazard is (required for other).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors: dict[str, list[str]] = {}
+        number_field = HAZARD_REQUIRED_NUMBERS.get(HazardType(attrs["type"]))
+        if number_field is not None and attrs.get(number_field) is None:
+            errors[number_field] = [_("Required for a %(type)s.") % {"type": attrs["type"]}]
+        if attrs["type"] == HazardType.OTHER and not (attrs.get("description") or "").strip():
+            errors["description"] = [_("Describe the hazard.")]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+@extend_schema_serializer(component_name="Payload")
+class PayloadInputSerializer(StrictSerializer):
+    """What flies. Every field is optional; ``null`` means "not declared"."""
+
+    name = _text(200, "What the payload is called.")
+    description = _text(10_000, "What it is and does.")
+    mass_g = _positive(
+        "Declared mass in grams; at most the booked mass.", required=False, allow_null=True
+    )
+    dimensions_mm = serializers.ListField(
+        child=StrictIntegerField(min_value=1, max_value=MAX_INT),
+        min_length=3,
+        max_length=3,
+        required=False,
+        allow_null=True,
+        help_text="[length, width, height] in millimetres, each within the class's maximum.",
+    )
+    power_w = StrictIntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        allow_null=True,
+        help_text="Power drawn in watts (0: none), at most the class's maximum.",
+    )
+    # DRF's ListSerializer takes max_length; the stubs do not know it yet.
+    hazards = HazardInputSerializer(  # type: ignore[call-arg]
+        many=True, required=False, allow_null=True, max_length=50, help_text="[] if inert."
+    )
+    export_classification = ExportClassificationField(required=False, allow_null=True)
+
+
+# Documented as PatchedPayloadRequest: drf-spectacular's name for the PATCH form of Payload.
+@extend_schema_serializer(component_name="Payload")
+class PayloadPatchInputSerializer(PayloadInputSerializer):
+    """The fields sent replace those fields; the rest stay; null clears a field. At least
+    one field."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError(_("Send at least one payload field to change."))
+        return attrs
+
+
+@extend_schema_serializer(component_name="Customer")
+class CustomerInputSerializer(StrictSerializer):
+    """The reseller's end customer (Moonslot never e-mails them)."""
+
+    name = _text(200, "The customer's name.")
+    email = StrictEmailField(
+        max_length=254, required=False, allow_blank=True, allow_null=True, help_text="E-mail."
+    )
+    organisation = _text(200, "The customer's company or institution.")
+
+
+def payload_input(data: Mapping[str, Any]) -> PayloadInput:
+    """Validated payload fields as the services take them; ``given`` holds the ones sent."""
+    values = dict(data)
+    if values.get("hazards") is not None:
+        values["hazards"] = [dict(hazard) for hazard in values["hazards"]]
+    return PayloadInput.from_mapping(values)
+
+
+def customer_input(data: Mapping[str, Any]) -> CustomerInput:
+    return CustomerInput(
+        name=data.get("name") or "",
+        email=data.get("email") or "",
+        organisation=data.get("organisation") or "",
+    )
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": "^[A-Z]{3}$",
+        "example": "JPY",
+        "description": "ISO 4217 code: JPY or USD, among those the class's prices offer. "
+        "A code the class does not offer is 400 currency_not_offered.",
+    }
+)
+class CurrencyCodeField(StrictCharField):
+    """Any three capitals pass here, so a code the class does not price (EUR) reaches the
+    service and is refused as currency_not_offered rather than as a malformed value."""
+
+    default_error_messages = {"invalid": "Give an ISO 4217 currency code such as JPY or USD."}
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if len(value) != 3 or not value.isascii() or not value.isupper() or not value.isalpha():
+            self.fail("invalid")
+        return value
+
+
+@extend_schema_serializer(component_name="BookingHold")
+class HoldInputSerializer(StrictSerializer):
+    """A hold: mass_g for per_kg classes, quantity for per_unit ones."""
+
+    slot_class = _positive("The slot class's id (from GET /missions/).")
+    mass_g = _positive(
+        "Mass to book in grams (per_kg classes): within the class's minimum and maximum, "
+        "a multiple of its mass_step_g.",
+        required=False,
+    )
+    quantity = _positive("Units to book (per_unit classes, instead of mass_g).", required=False)
+    currency = CurrencyCodeField()
+    customer = CustomerInputSerializer(required=False, allow_null=True)
+    payload = PayloadInputSerializer(
+        required=False, allow_null=True, help_text="Optional here; complete it later by PATCH."
+    )
+
+    def service_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``booking_hold`` taken from the request."""
+        data = self.validated_data
+        customer, payload = data.get("customer"), data.get("payload")
+        return {
+            "slot_class_id": data["slot_class"],
+            "mass_g": data.get("mass_g"),
+            "quantity": data.get("quantity"),
+            "currency": data["currency"],
+            "customer": None if customer is None else customer_input(customer),
+            "payload": None if payload is None else payload_input(payload),
+        }
+
+
+@extend_schema_serializer(component_name="BookingConfirm")
+class ConfirmInputSerializer(StrictSerializer):
+    """No fields: a body-less request counts as ``{}``."""
+
+
+@extend_schema_serializer(component_name="BookingCancel")
+class CancelInputSerializer(StrictSerializer):
+    """Optional: a body-less request counts as ``{}``."""
+
+    reason = StrictCharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="Why, for the booking's history (optional).",
+    )
+
+
+class BookingListQuerySerializer(serializers.Serializer[Any]):
+    """The list's query parameters (validated, and documented from this class)."""
+
+    status = serializers.ChoiceField(
+        choices=BookingStatus.choices,
+        required=False,
+        allow_blank=True,
+        help_text="The live status: held means holds still running; expired includes holds "
+        "past their expiry that no sweep has written yet.",
+        error_messages={
+            "invalid_choice": "Unknown status {input!r}; use one of "
+            + ", ".join(BookingStatus.values)
+            + "."
+        },
+    )
+    mission = serializers.CharField(
+        required=False, allow_blank=True, max_length=16, help_text="A mission's code, e.g. M3."
+    )
+
+    def validate_mission(self, value: str) -> str:
+        if value and not Mission.objects.filter(code=value).exists():
+            raise serializers.ValidationError(_("No mission has this code."))
+        return value
+
+
+class EventFeedQuerySerializer(serializers.Serializer[Any]):
+    after = serializers.RegexField(
+        r"^[0-9]{1,18}$",
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="The next cursor of the previous answer; without it the feed starts at the "
+        "beginning.",
+        error_messages={
+            "invalid": "A cursor is the non-negative whole number the feed returned as next."
+        },
+    )
+
+    def cursor(self) -> int:
+        return int(self.validated_data.get("after") or 0)
+
+
+# --- output ---------------------------------------------------------------------------
+
+
+def _count(help_text: str, *, nullable: bool = False) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, allow_null=nullable, help_text=help_text)
+
+
+class HazardSerializer(DocumentedSerializer[Mapping[str, Any]]):
+    """Every key is present; the numbers that do not apply to the type are null."""
+
+    type = HazardTypeField()
+    energy_wh = _count("lithium_battery: energy in watt-hours.", nullable=True)
+    meop_kpa = _count("pressure_vessel: maximum expected operating pressure.", nullable=True)
+    mass_g = _count("propellant: mass in grams.", nullable=True)
+    description = BlankAsNullCharField(help_text="What the hazard is, or null.")
+
+
+class PayloadSerializer(DocumentedSerializer[PayloadDeclaration]):
+    name = BlankAsNullCharField(help_text="Null until declared.")
+    description = BlankAsNullCharField(help_text="Null until declared.")
+    mass_g = _count("Declared mass in grams, or null.", nullable=True)
+    dimensions_mm = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=3,
+        max_length=3,
+        allow_null=True,
+        help_text="[length, width, height] in millimetres, or null until declared.",
+    )
+    power_w = _count("Power drawn in watts, or null.", nullable=True)
+    hazards = HazardSerializer(many=True)
+    export_classification = ExportClassificationField(allow_null=True)
+    review_status = ReviewStatusField()
+
+
+class CustomerSerializer(DocumentedSerializer[Booking]):
+    name = BlankAsNullCharField(source="customer_name")
+    email = BlankAsNullCharField(source="customer_email")
+    organisation = BlankAsNullCharField(source="customer_organisation")
+
+
+class BookingSerializer(DocumentedSerializer[Booking]):
+    """A booking as the reseller sees it. Instances come from ``bookings.selectors`` (joins
+    and the live-status annotation)."""
+
+    reference = serializers.CharField(
+        help_text="Six characters, no 0/O/1/I/L; matched without regard to case."
+    )
+    status = BookingStatusField(source="effective_status")
+    mission = serializers.CharField(source="slot_class.mission.code", help_text="e.g. M3")
+    slot_class = serializers.IntegerField(source="slot_class_id")
+    mass_g = _count("Booked mass in grams.")
+    quantity = _count("Units booked (per_unit classes); null for per_kg.", nullable=True)
+    price = MoneySerializer(help_text="The total.")
+    hold_expires_at = serializers.SerializerMethodField(
+        help_text="When the hold lapses; null unless the status is held."
+    )
+    confirmed_at = UtcDateTimeField(allow_null=True)
+    cancelled_at = UtcDateTimeField(allow_null=True)
+    refund = MoneySerializer(
+        allow_null=True, help_text="Due back under the class's policy; null until cancelled."
+    )
+    customer = CustomerSerializer(source="*")
+    payload = PayloadSerializer()
+    created_at = UtcDateTimeField()
+    channel = serializers.ChoiceField(
+        choices=Channel.choices, help_text="Where the booking was made."
+    )
+    on_account = serializers.BooleanField(
+        help_text="Confirmed on the reseller's account (invoiced)."
+    )
+
+    @extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
+    def get_hold_expires_at(self, booking: Booking) -> str | None:
+        if booking.effective_status != BookingStatus.HELD or booking.hold_expires_at is None:
+            return None
+        return str(UtcDateTimeField().to_representation(booking.hold_expires_at))
+
+
+class EventSerializer(DocumentedSerializer[BookingEvent]):
+    id = serializers.CharField(
+        source="seq", help_text="The event's feed position, as a string; also a cursor."
+    )
+    type = serializers.CharField(
+        help_text="booking.held, booking.confirmed, booking.cancelled, booking.expired, "
+        "payload.updated, payload.review_changed, mission.schedule_changed, …; accept types "
+        "you do not know."
+    )
+    booking = serializers.CharField(source="booking.reference", help_text="The reference.")
+    created_at = UtcDateTimeField()
+    # DRF's metaclass takes declared fields off the class, so ``.data`` stays the property.
+    data = serializers.DictField(  # type: ignore[assignment]
+        help_text="What changed; the keys depend on the type."
+    )
+
+
+class EventPageSerializer(DocumentedSerializer[Any]):
+    results = EventSerializer(many=True, help_text="Oldest first, at most 100.")
+    next = serializers.CharField(
+        help_text="Poll again with after=<next>; returned even when results is empty."
+    )
