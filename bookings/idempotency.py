@@ -92,11 +92,12 @@ def request_digest(data: Any) -> str:
 
 
 def _record_path(path: str) -> str:
-    # A path longer than the column (a garbage reference) is kept as its digest, so it can
-    # neither fail the insert nor share a record with another long path.
-    if len(path) <= _PATH_COLUMN_LENGTH:
+    # A path longer than the column or with characters PostgreSQL refuses (a garbage
+    # reference, %00) is kept as its digest, so it can neither fail the insert nor share a
+    # record with another such path.
+    if len(path) <= _PATH_COLUMN_LENGTH and path.isprintable():
         return path
-    return "sha256:" + hashlib.sha256(path.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(path.encode(errors="surrogatepass")).hexdigest()
 
 
 def _replay(record: IdempotencyRecord) -> Response:

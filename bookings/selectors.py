@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Organisation
-from bookings.models import Booking
+from bookings.models import REFERENCE_LENGTH, Booking
 from bookings.querysets import BookingQuerySet
 
 
@@ -45,8 +45,12 @@ def booking_get(
 ) -> Booking:
     """One of the organisation's bookings by reference, in any case (references are stored
     in capitals). Another organisation's booking is as absent as a missing one: raises
-    ``Booking.DoesNotExist`` for both."""
-    return _for_display(organisation, now or timezone.now()).get(reference=reference.upper())
+    ``Booking.DoesNotExist`` for both, and for a reference that cannot exist (no query: a
+    NUL character, say, is refused by PostgreSQL itself)."""
+    reference = reference.upper()
+    if not (reference.isascii() and reference.isalnum() and len(reference) <= REFERENCE_LENGTH):
+        raise Booking.DoesNotExist(f"no booking {reference!r}")
+    return _for_display(organisation, now or timezone.now()).get(reference=reference)
 
 
 # --- The website: a person sees the bookings of every organisation they belong to -------

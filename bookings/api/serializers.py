@@ -49,8 +49,14 @@ def _choice_field(choices: type[Any], component: str, description: str) -> type[
     """A ChoiceField documented as its own named enum component. (Without this the enums
     would be named after their property, e.g. ``TypeEnum`` for the hazard type.)"""
 
+    # The message names the allowed values, never the value sent: DRF's default echoes it,
+    # and an echoed NUL character could not be stored with an idempotent response.
+    refusal = "Use one of: " + ", ".join(choices.values) + "."
+
     @extend_schema_field(_enum_schema(choices, description), component_name=component)
     class NamedChoiceField(serializers.ChoiceField):
+        default_error_messages = {"invalid_choice": refusal}
+
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(choices=choices.choices, **kwargs)
 
