@@ -350,3 +350,252 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} → {self.response_status or self.state}"
+
+
+# --- payments ---------------------------------------------------------------------------
+
+
+class PaymentProvider(models.TextChoices):
+    STRIPE = "stripe", _("Card (Stripe)")
+    BANK_TRANSFER = "bank_transfer", _("Bank transfer")
+    ACCOUNT = "account", _("On account")
+
+
+class PaymentStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    REQUIRES_ACTION = "requires_action", _("Awaiting authentication")
+    PROCESSING = "processing", _("Processing")
+    AUTHORISED = "authorised", _("Authorised")
+    SUCCEEDED = "succeeded", _("Paid")
+    FAILED = "failed", _("Failed")
+    CANCELED = "canceled", _("Cancelled")
+
+
+# A payment follows its PaymentIntent, which only moves forward. "failed" is Stripe's
+# requires_payment_method after an attempt: Stripe may still report success for it (a late
+# webhook of a confirmation we saw fail), so it is not terminal. Succeeded and canceled are.
+PAYMENT_TRANSITIONS: dict[str, set[str]] = {
+    PaymentStatus.PENDING: {
+        PaymentStatus.REQUIRES_ACTION,
+        PaymentStatus.PROCESSING,
+        PaymentStatus.AUTHORISED,
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELED,
+    },
+    PaymentStatus.REQUIRES_ACTION: {
+        PaymentStatus.PROCESSING,
+        PaymentStatus.AUTHORISED,
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELED,
+    },
+    PaymentStatus.PROCESSING: {
+        PaymentStatus.AUTHORISED,
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELED,
+    },
+    PaymentStatus.AUTHORISED: {
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELED,
+    },
+    PaymentStatus.FAILED: {
+        PaymentStatus.PROCESSING,
+        PaymentStatus.AUTHORISED,
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.CANCELED,
+    },
+    PaymentStatus.SUCCEEDED: set(),
+    PaymentStatus.CANCELED: set(),
+}
+
+# Attempts whose outcome Stripe has not settled yet; reconciliation asks about them.
+PAYMENT_OPEN_STATUSES = (
+    PaymentStatus.PENDING,
+    PaymentStatus.REQUIRES_ACTION,
+    PaymentStatus.PROCESSING,
+)
+
+
+class Payment(models.Model):
+    """One attempt to pay a booking. Card attempts are Stripe PaymentIntents authorised at
+    the hold and captured once the booking is confirmed (see ``bookings.payments``).
+    ``amount_refunded`` counts refunds requested or done, so it never passes ``amount``."""
+
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="payments")
+    provider = models.CharField(_("provider"), max_length=20, choices=PaymentProvider.choices)
+    attempt = models.PositiveIntegerField(_("attempt"))
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices)
+    status = models.CharField(
+        _("status"), max_length=20, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
+    )
+    stripe_payment_intent_id = models.CharField(
+        _("Stripe PaymentIntent"), max_length=255, unique=True, null=True, blank=True
+    )
+    stripe_payment_method_id = models.CharField(
+        _("Stripe PaymentMethod"), max_length=255, blank=True
+    )
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    failure_code = models.CharField(_("failure code"), max_length=100, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
+    amount_refunded = models.BigIntegerField(_("refunded (minor units)"), default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    authorised_at = models.DateTimeField(_("authorised at"), null=True, blank=True)
+    succeeded_at = models.DateTimeField(_("paid at"), null=True, blank=True)
+    canceled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["booking", "attempt"]
+        verbose_name = _("payment")
+        constraints = [
+            models.UniqueConstraint(fields=["booking", "attempt"], name="payment_attempt_unique"),
+            models.CheckConstraint(
+                condition=Q(status__in=PaymentStatus.values), name="payment_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(provider__in=PaymentProvider.values), name="payment_provider_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__in=Currency.values), name="payment_currency_valid"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0, amount_refunded__lte=F("amount")),
+                name="payment_refunds_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=PaymentStatus.SUCCEEDED) | Q(succeeded_at__isnull=False),
+                name="payment_succeeded_has_time",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["updated_at"],
+                condition=Q(status__in=["pending", "requires_action", "processing"]),
+                name="payment_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.booking_id} #{self.attempt} {self.status}"
+
+    @property
+    def money(self) -> Money:
+        return Money(self.amount, self.currency)
+
+    @property
+    def refunded(self) -> Money:
+        return Money(self.amount_refunded, self.currency)
+
+    @property
+    def refundable_amount(self) -> int:
+        if self.status != PaymentStatus.SUCCEEDED:
+            return 0
+        return self.amount - self.amount_refunded
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SUCCEEDED = "succeeded", _("Refunded")
+    FAILED = "failed", _("Failed")
+
+
+class RefundReason(models.TextChoices):
+    CANCELLATION = "cancellation", _("Booking cancelled (cancellation policy)")
+    HOLD_LAPSED = "hold_lapsed", _("Paid after the hold lapsed")
+    DUPLICATE = "duplicate", _("Paid twice")
+    GOODWILL = "goodwill", _("Goodwill or correction by sales")
+
+
+class Refund(models.Model):
+    """Money sent back for a payment. Written pending under the payment's row lock (which
+    also counts it in ``Payment.amount_refunded``), then sent to Stripe by the outbox."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices)
+    status = models.CharField(
+        _("status"), max_length=12, choices=RefundStatus.choices, default=RefundStatus.PENDING
+    )
+    reason = models.CharField(_("reason"), max_length=20, choices=RefundReason.choices)
+    note = models.TextField(_("note"), blank=True)
+    stripe_refund_id = models.CharField(
+        _("Stripe refund"), max_length=255, unique=True, null=True, blank=True
+    )
+    failure_message = models.TextField(_("failure message"), blank=True)
+    actor = models.CharField(_("requested by"), max_length=200)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["payment", "created_at", "pk"]
+        verbose_name = _("refund")
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=RefundStatus.values), name="refund_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(reason__in=RefundReason.values), name="refund_reason_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__in=Currency.values), name="refund_currency_valid"
+            ),
+            # A cancellation, a lapsed hold or a double payment is paid back once per
+            # payment, however often the handlers that react to it run.
+            models.UniqueConstraint(
+                fields=["payment", "reason"],
+                condition=Q(reason__in=["cancellation", "hold_lapsed", "duplicate"])
+                & ~Q(status="failed"),
+                name="refund_once_per_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.money} for payment {self.payment_id} ({self.status})"
+
+    @property
+    def money(self) -> Money:
+        return Money(self.amount, self.currency)
+
+
+class StripeEvent(models.Model):
+    """A webhook delivery, kept by Stripe's event id so redeliveries are recognised."""
+
+    stripe_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["received_at", "pk"]
+        verbose_name = _("Stripe event")
+        indexes = [
+            models.Index(
+                fields=["received_at"],
+                condition=Q(processed_at__isnull=True),
+                name="stripe_event_unprocessed",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.stripe_id}"
