@@ -118,6 +118,11 @@ ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Moonslot] "
+# Clicking the link in the same browser signs the new customer in and takes them back to the
+# page they were on (a booking form, say); the link still needs a POST, so a mail scanner
+# that follows it verifies nothing.
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 
 # --- Internationalisation -------------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -233,6 +238,25 @@ MOONSLOT_OUTBOX_RETRY_AFTER = timedelta(
 )
 # Test-only: turn the capacity row lock off to show the race it prevents. Never in production.
 MOONSLOT_DISABLE_CAPACITY_LOCK = False
+
+# --- Stripe ---------------------------------------------------------------------------
+# Card payments. Empty keys disable card payments (the pay page says so); local.py and
+# test.py point at the localstripe sandbox, production.py requires real keys.
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
+STRIPE_PUBLISHABLE_KEY = env("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
+# Another API host (the sandbox, ``manage.py run_stripe_sandbox``); empty means Stripe itself.
+STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+# Starting a card payment extends the hold by this much, at most STRIPE_PAYMENT_GRACE_MAX past
+# the hold's own expiry, so a customer in the middle of 3-D Secure does not lose the capacity.
+STRIPE_PAYMENT_GRACE = timedelta(minutes=env.int("STRIPE_PAYMENT_GRACE_MINUTES", default=10))
+STRIPE_PAYMENT_GRACE_MAX = timedelta(
+    minutes=env.int("STRIPE_PAYMENT_GRACE_MAX_MINUTES", default=30)
+)
+# Card attempts per booking before the pay page asks the customer to contact sales.
+STRIPE_MAX_ATTEMPTS = env.int("STRIPE_MAX_ATTEMPTS", default=8)
+# Attempts still open this long after their last change are asked about (webhook lost).
+STRIPE_RECONCILE_AFTER = timedelta(minutes=env.int("STRIPE_RECONCILE_MINUTES", default=10))
 
 LOGGING = {
     "version": 1,

@@ -3,3 +3,12 @@
 from .base import *
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
+
+# --- Stripe ---------------------------------------------------------------------------
+# With no Stripe keys in the environment, pay against the sandbox
+# (``python manage.py run_stripe_sandbox``) with its test keys.
+if not STRIPE_SECRET_KEY:
+    STRIPE_SECRET_KEY = "sk_test_local"
+    STRIPE_PUBLISHABLE_KEY = "pk_test_local"
+    STRIPE_WEBHOOK_SECRET = STRIPE_WEBHOOK_SECRET or "whsec_local"
+    STRIPE_API_BASE = STRIPE_API_BASE or "http://127.0.0.1:12111"

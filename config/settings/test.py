@@ -19,3 +19,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"anon": "100000/min", "api_key": "100000/min"},
 }
 LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}
+# --- Stripe ---------------------------------------------------------------------------
+# Never the real Stripe from a test: the ``stripe_sandbox`` fixture points these at a
+# localstripe it starts; without it, a call fails at once on a closed loopback port.
+STRIPE_SECRET_KEY = "sk_test_moonslot"
+STRIPE_PUBLISHABLE_KEY = "pk_test_moonslot"
+STRIPE_WEBHOOK_SECRET = "whsec_test_moonslot"
+STRIPE_API_BASE = "http://127.0.0.1:9"
