@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Mod
+from django.db.models.functions import Mod, NullIf
 from django.db.models.lookups import Exact
 from django.utils import timezone
 from django.utils.translation import get_language
@@ -305,8 +305,10 @@ class SlotClass(LocalisedNameMixin, models.Model):
                 name="slot_mass_limits_ordered",
             ),
             models.CheckConstraint(
-                condition=Exact(Mod(F("min_mass_g"), F("mass_step_g")), 0)
-                & Exact(Mod(F("max_mass_g"), F("mass_step_g")), 0),
+                # NullIf: a zero step is slot_mass_limits_ordered's to refuse, not a
+                # division by zero that PostgreSQL reports as a DataError.
+                condition=Exact(Mod(F("min_mass_g"), NullIf(F("mass_step_g"), 0)), 0)
+                & Exact(Mod(F("max_mass_g"), NullIf(F("mass_step_g"), 0)), 0),
                 name="slot_mass_limits_on_step",
             ),
             models.CheckConstraint(
@@ -335,6 +337,11 @@ class SlotClass(LocalisedNameMixin, models.Model):
                     )
                     | Q(
                         pricing=Pricing.PER_UNIT,
+                        # A check passes on NULL, so each unit figure must be present too.
+                        unit_mass_g__isnull=False,
+                        capacity_units__isnull=False,
+                        min_quantity__isnull=False,
+                        max_quantity__isnull=False,
                         unit_mass_g__gt=0,
                         capacity_units__gt=0,
                         min_quantity__gte=1,

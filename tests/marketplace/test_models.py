@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from marketplace.models import (
@@ -112,11 +112,6 @@ def test_a_per_unit_class_with_inconsistent_unit_figures_is_refused(
     refused(lambda: SlotClass.objects.filter(pk=capsule.pk).update(**changes))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slot_unit_fields_consistent lets NULL unit figures through (a CHECK passes on "
-    "NULL); the per-unit branch needs unit_mass_g/capacity_units/min/max_quantity__isnull=False",
-)
 @pytest.mark.parametrize("field", ["unit_mass_g", "capacity_units", "max_quantity"])
 def test_a_per_unit_class_without_its_unit_figures_is_refused(field: str) -> None:
     capsule = SlotClassFactory.per_unit()
@@ -127,9 +122,9 @@ def test_a_per_unit_class_without_its_unit_figures_is_refused(field: str) -> Non
 def test_a_zero_mass_step_is_refused() -> None:
     slot_class = SlotClassFactory.create()
 
-    # PostgreSQL evaluates the step's modulo before the step > 0 check and reports a
-    # division by zero (DataError) rather than the violated constraint; either refuses it.
-    with pytest.raises((IntegrityError, DataError)), transaction.atomic():
+    # The step's modulo ignores a zero step (NullIf), so the violated constraint is reported
+    # rather than PostgreSQL's division by zero.
+    with pytest.raises(IntegrityError), transaction.atomic():
         SlotClass.objects.filter(pk=slot_class.pk).update(mass_step_g=0)
     assert SlotClass.objects.get(pk=slot_class.pk).mass_step_g == 100
 
