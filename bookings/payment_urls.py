@@ -1,16 +1,19 @@
 """Payment pages and the Stripe webhook (namespace ``payments``)."""
 
-from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver, path
+
+from bookings import payment_views, webhooks
 
 app_name = "payments"
 
-
-def pay_placeholder(request: HttpRequest, reference: str) -> HttpResponse:
-    # Replaced by the Stripe payment page.
-    return HttpResponse(status=501)
-
-
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("bookings/<str:reference>/pay/", pay_placeholder, name="pay"),
+    # A slug keeps stray bytes out of the lookup, as on the booking pages.
+    path("bookings/<slug:reference>/pay/", payment_views.pay, name="pay"),
+    path("bookings/<slug:reference>/pay/card/", payment_views.pay_card, name="card"),
+    path(
+        "bookings/<slug:reference>/pay/<int:payment_id>/complete/",
+        payment_views.pay_complete,
+        name="complete",
+    ),
+    path("stripe/webhook/", webhooks.stripe_webhook, name="stripe-webhook"),
 ]

@@ -615,3 +615,64 @@ __all__ = [
     "bookings_remind_expiring",
     "refund_due",
 ]
+
+
+# --- payments ---------------------------------------------------------------------------
+
+HOLD_EXTENDED = "booking.hold_extended"
+
+
+def booking_hold_extend(
+    *,
+    booking_id: int,
+    by: timedelta,
+    at_most: timedelta,
+    actor: Actor,
+    reason: str,
+    now: datetime | None = None,
+) -> Booking:
+    """Give a live hold time to finish something already started (a card payment in
+    3-D Secure): the expiry becomes ``now + by``, never earlier than it was and never more
+    than ``at_most`` past the expiry the hold had before its first extension. Each change is
+    a ``booking.hold_extended`` event; an extension that changes nothing writes none.
+
+    Takes the class lock like every hold change, so an expiry sweep cannot count the hold as
+    lapsed while it is being extended. Raises ``HoldExpired`` if the hold has already lapsed
+    (which this then records), ``InvalidTransition`` unless the booking is held.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        slot_class_id = Booking.objects.values_list("slot_class_id", flat=True).get(pk=booking_id)
+        slot_class = slot_class_qs_for_update().get(pk=slot_class_id)
+        _release_lapsed_holds(slot_class, now=now)
+        booking = booking_qs_for_update().get(pk=booking_id)
+        if booking.status == BookingStatus.EXPIRED:
+            raise HoldExpired("The hold has lapsed; place a new one.")
+        if booking.status != BookingStatus.HELD or booking.hold_expires_at is None:
+            raise InvalidTransition(from_status=booking.status, to_status=BookingStatus.HELD)
+        first = (
+            BookingEvent.objects.filter(booking=booking, type=HOLD_EXTENDED)
+            .order_by("pk")
+            .values_list("data", flat=True)
+            .first()
+        )
+        original = (
+            datetime.fromisoformat(first["from"])
+            if first and "from" in first
+            else booking.hold_expires_at
+        )
+        target = min(now + by, original + at_most)
+        if target <= booking.hold_expires_at:
+            return booking
+        previous = booking.hold_expires_at
+        booking.hold_expires_at = target
+        booking.save(update_fields=["hold_expires_at", "updated_at"])
+        _event(
+            booking,
+            type=HOLD_EXTENDED,
+            actor=actor,
+            reason=reason,
+            data={"from": previous.isoformat(), "to": target.isoformat()},
+            now=now,
+        )
+    return booking

@@ -9,6 +9,7 @@ from celery import shared_task
 from bookings import (
     notifications,  # noqa: F401 (registers the outbox handlers)
     outbox,
+    payments,  # registers the payment outbox handlers too
     services,
 )
 from bookings.exceptions import TransientError
@@ -51,3 +52,14 @@ def booking_events_sequence_task() -> int:
 def ping_task() -> str:
     """Round trip for health checks and the real-worker tests."""
     return "pong"
+
+
+@shared_task(name="bookings.tasks.payments_reconcile", acks_late=True)
+def payments_reconcile_task() -> dict[str, int]:
+    report = payments.payments_reconcile()
+    return {
+        "refreshed": report.refreshed,
+        "released": report.released,
+        "refunded_bookings": report.refunded_bookings,
+        "errors": report.errors,
+    }

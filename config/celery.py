@@ -34,3 +34,11 @@ app.conf.beat_schedule = {
         "schedule": min(SWEEP, timedelta(seconds=5)),
     },
 }
+
+# Card payments whose webhook never came are asked of Stripe; cancelled bookings still owed
+# their policy refund get it. Attempts are only looked at some minutes after their last
+# change (STRIPE_RECONCILE_AFTER), so this need not run often.
+app.conf.beat_schedule["reconcile-payments"] = {
+    "task": "bookings.tasks.payments_reconcile",
+    "schedule": max(SWEEP, timedelta(seconds=60)),
+}
