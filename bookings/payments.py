@@ -107,12 +107,39 @@ def card_payment_refusal(booking: Booking) -> str | None:
     return None
 
 
-def booking_paid_amount(booking: Booking) -> Money:
-    """Captured card money on the booking, less refunds."""
-    totals = booking.payments.filter(status=PaymentStatus.SUCCEEDED).aggregate(
-        paid=Sum("amount"), refunded=Sum("amount_refunded")
+@dataclass(frozen=True)
+class PaymentSummary:
+    """What the booking page shows about money: what was paid by card, what went back,
+    and the attempt still under way, if any. Two queries, whatever the history."""
+
+    payments: list[Payment]
+    refunds: list[Refund]
+    paid: Money
+    refunded: Money
+    capturing: bool
+    in_progress: Payment | None
+    last_failure: str
+    over_card_limit: bool
+
+
+def booking_payment_summary(booking: Booking) -> PaymentSummary:
+    attempts = list(booking.payments.prefetch_related("refunds").order_by("attempt"))
+    refunds = [refund for payment in attempts for refund in payment.refunds.all()]
+    paid = sum(p.amount for p in attempts if p.status == PaymentStatus.SUCCEEDED)
+    refunded = sum(r.amount for r in refunds if r.status == RefundStatus.SUCCEEDED)
+    last = attempts[-1] if attempts else None
+    return PaymentSummary(
+        payments=attempts,
+        refunds=refunds,
+        paid=Money(paid, booking.currency),
+        refunded=Money(refunded, booking.currency),
+        capturing=any(p.status == PaymentStatus.AUTHORISED for p in attempts),
+        in_progress=last if last is not None and last.status in PAYMENT_OPEN_STATUSES else None,
+        last_failure=last.failure_message
+        if last is not None and last.status == PaymentStatus.FAILED
+        else "",
+        over_card_limit=booking.price_amount > STRIPE_MAX_CHARGE_MINOR,
     )
-    return Money((totals["paid"] or 0) - (totals["refunded"] or 0), booking.currency)
 
 
 # --- starting an attempt ----------------------------------------------------------------
@@ -880,7 +907,7 @@ __all__ = [
     "PaymentNotAllowed",
     "RefundNotAllowed",
     "booking_cancel_and_refund",
-    "booking_paid_amount",
+    "booking_payment_summary",
     "booking_refund_cancellation",
     "card_payment_refusal",
     "payment_apply_intent",

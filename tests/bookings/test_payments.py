@@ -11,6 +11,7 @@ import pytest
 from django.contrib.messages import get_messages
 from django.core import mail
 from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -549,3 +550,32 @@ def test_cancelling_an_unpaid_hold_refunds_nothing(django_capture_on_commit_call
         payments.booking_cancel_and_refund(booking_id=booking.pk, actor=Actor.system("test"))
     assert not Refund.objects.exists()
     assert sandbox().intents() == []
+
+
+def test_the_booking_pages_payment_panel_shows_what_was_paid_and_refunded(
+    django_capture_on_commit_callbacks, django_assert_num_queries
+) -> None:
+    booking = paid_booking(django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        payments.payment_refund(
+            payment_id=booking.payments.get().pk,
+            amount=200_000,
+            reason=RefundReason.GOODWILL,
+            actor=Actor.system("staff:sales"),
+        )
+    with django_assert_num_queries(2):
+        summary = payments.booking_payment_summary(booking)
+    html = render_to_string(
+        "bookings/includes/payment_status.html",
+        {"booking": booking, "status": "confirmed", "payment_summary": summary},
+    )
+    assert "Paid by card: <strong>¥1,200,000</strong>" in html
+    assert "¥200,000 — Goodwill or correction by sales — refunded" in html
+    assert "Refunded in total: ¥200,000." in html
+    # Without a summary in the context the panel stays out of the page.
+    assert (
+        render_to_string(
+            "bookings/includes/payment_status.html", {"booking": booking, "status": "confirmed"}
+        ).strip()
+        == ""
+    )
