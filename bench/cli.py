@@ -31,9 +31,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench import db as bench_db
 from bench import loadgen, report
+from bench.cpu import CpuMeter, postgres_backend_pids
 from bench.report import Row
 from bench.scenarios import SCENARIO_BY_NAME, SCENARIOS, Context, Scenario, skipped_row
 from bench.server import Gunicorn, free_port
@@ -90,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a tiny run to check the harness works (1 s per scenario, small sale and sweep)",
+        help="a tiny run to check the harness works (2 s per scenario, 4 connections, "
+        "a small sale and sweep)",
     )
     parser.add_argument(
         "--keep-db", action="store_true", help="keep the bench database afterwards (debugging)"
@@ -100,7 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 1.0, 0.5
+        # Few connections, so that on a busy machine a slow page still completes a request.
+        args.duration, args.warmup = 2.0, 1.0
+        args.connections = min(args.connections, 4)
         args.sale_holds = min(args.sale_holds, 100)
         args.sweep_rows = min(args.sweep_rows, 2_000)
     if not 1 <= args.clients <= MAX_CLIENTS:
@@ -204,13 +209,14 @@ class Run:
         say(f"migrated the bench database in {time.perf_counter() - started:.1f}s")
 
     def seed(self) -> Any:
-        from bench.seed import seed_catalogue
+        from bench.seed import analyze_tables, seed_catalogue
 
         started = time.perf_counter()
         catalogue = seed_catalogue(
             bookings_per_class=5 if self.args.quick else 40,
             sale_capacity_g=self.args.sale_holds * SALE_HOLD_MEAN_G,
         )
+        analyze_tables()
         counts = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in catalogue.counts.items())
         say(f"seeded {counts} in {time.perf_counter() - started:.1f}s")
         return catalogue
@@ -253,6 +259,7 @@ class Run:
             )
             self.server.start()
             say(f"gunicorn ready on 127.0.0.1:{ctx.port} ({WORKERS} sync workers)")
+            ctx.meter = CpuMeter(self.server.worker_pids, self._database_pids)
             try:
                 for scenario in self.args.scenarios:
                     if scenario.needs_server:
@@ -291,6 +298,16 @@ class Run:
         for problem in [*ctx.failed_checks, *self.crashed]:
             say(f"FAILED: {problem}")
         return 0 if ok else 1
+
+    def _database_pids(self) -> list[int]:
+        # Backends' CPU can be read only when the database server runs on this machine.
+        assert self.database is not None
+        if self.database.vendor != "postgresql":
+            return []
+        host = urlsplit(self.database.url).hostname or "localhost"
+        if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("/"):
+            return []
+        return postgres_backend_pids()
 
     def _needs_server(self) -> bool:
         return any(s.needs_server and s.runner for s in self.args.scenarios)

@@ -2,7 +2,11 @@
 
 ``bench/results/<timestamp>.json`` (and ``latest.json``) hold ``RESULT_KEYS`` at the top
 level; each entry of ``scenarios`` holds ``ROW_KEYS``. ``ratio`` is the scenario's rate
-divided by the baseline's requests/s measured in the same run, on the same server.
+divided by the baseline's requests/s measured in the same run, on the same server;
+``cpu_ms`` is what the server's processes (gunicorn workers, and PostgreSQL's backends when
+the database is on this machine) spent per request, and ``cpu_ratio`` the baseline's
+``cpu_ms`` divided by the scenario's: the same question asked in CPU, which other load on
+the machine disturbs far less than requests/s.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ ROW_KEYS = (
     "p99_ms",
     "errors",
     "ratio",
+    "cpu_ms",
+    "cpu_ratio",
     "target",
     "note",
     "details",
@@ -57,6 +63,8 @@ class Row:
     p99_ms: float | None = None
     errors: int | None = None
     ratio: float | None = None
+    cpu_ms: float | None = None  # server CPU (app workers + database) per request
+    cpu_ratio: float | None = None  # baseline's cpu_ms / this cpu_ms
     target: str = ""
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
@@ -74,15 +82,29 @@ def _number(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def format_table(rows: list[Row]) -> str:
-    header = ("scenario", "rate", "p50 ms", "p99 ms", "errors", "ratio", "target", "note")
+    header = (
+        "scenario",
+        "rate",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "ratio",
+        "CPU ms/req",
+        "CPU ratio",
+        "target",
+        "note",
+    )
     lines = []
     for row in rows:
         if row.status == "skipped":
-            lines.append((row.title, row.note or "skipped", "", "", "", "", row.target, ""))
+            lines.append((row.title, row.note or "skipped", *[""] * 6, row.target, ""))
             continue
         rate = f"{_number(row.rate)} {row.unit}" if row.rate is not None else "—"
-        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "—"
         note = ("FAILED: " if row.status == "failed" else "") + row.note
         lines.append(
             (
@@ -91,7 +113,9 @@ def format_table(rows: list[Row]) -> str:
                 _number(row.p50_ms),
                 _number(row.p99_ms),
                 "—" if row.errors is None else str(row.errors),
-                ratio,
+                _ratio(row.ratio),
+                _number(row.cpu_ms, 2),
+                _ratio(row.cpu_ratio),
                 row.target,
                 note,
             )

@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bench import loadgen
+from bench.cpu import CpuMeter, CpuUse
 from bench.loadgen import LoadResult, Request
 from bench.report import SKIPPED_NOT_BUILT, Row
 from bench.sale import SaleSpec, check_oversell, hold_request, read_class_state, run_sale
@@ -37,7 +38,9 @@ class Context:
     catalogue: Catalogue
     wrk: str | None
     say: Callable[[str], None]
+    meter: CpuMeter | None = None
     baseline_rps: float | None = None
+    baseline_cpu_ms: float | None = None
     checks: dict[str, Any] = field(default_factory=dict)
     failed_checks: list[str] = field(default_factory=list)
 
@@ -50,8 +53,22 @@ class Context:
             return None
         return rate / self.baseline_rps
 
+    def cpu_ratio(self, cpu_ms: float | None) -> float | None:
+        if not cpu_ms or not self.baseline_cpu_ms:
+            return None
+        return self.baseline_cpu_ms / cpu_ms
+
+    def measured(self, work: Callable[[], T]) -> tuple[T, CpuUse | None]:
+        """Run ``work`` and return what the server's processes spent on it."""
+        if self.meter is None:
+            return work(), None
+        before = self.meter.sample()
+        result = work()
+        return result, self.meter.between(before, self.meter.sample())
+
 
 Runner = Callable[[Context], list[Row]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,8 +84,9 @@ class Scenario:
 # --- HTTP reads ---------------------------------------------------------------------------
 
 
-def measure_get(ctx: Context, path: str) -> LoadResult:
-    """Warm up, then measure ``GET path`` for the run's duration with the run's tool."""
+def measure_get(ctx: Context, path: str) -> tuple[LoadResult, CpuUse | None]:
+    """Warm up, then measure ``GET path`` for the run's duration with the run's tool; also
+    returns the CPU the server spent during the measurement (not the warm-up)."""
     # A few requests one after the other first: each worker pays for importing the URLconf
     # and views on its first request (over half a second), which no steady state includes.
     for _ in range(6):
@@ -76,27 +94,27 @@ def measure_get(ctx: Context, path: str) -> LoadResult:
         if status != 200:  # wrk counts 3xx as success; a redirect must not pass for a page
             raise RuntimeError(f"GET {path} answered {status}, not 200")
     url = f"http://{ctx.host}:{ctx.port}{path}"
-    if ctx.wrk:
-        if ctx.warmup_s > 0:
-            loadgen.run_wrk(ctx.wrk, url, connections=ctx.connections, duration_s=ctx.warmup_s)
-        return loadgen.run_wrk(ctx.wrk, url, connections=ctx.connections, duration_s=ctx.duration_s)
 
     def make() -> Request:
         return Request("GET", path)
 
-    if ctx.warmup_s > 0:
-        loadgen.python_load(
-            ctx.host, ctx.port, make, connections=ctx.connections, duration_s=ctx.warmup_s
+    def load(seconds: float) -> LoadResult:
+        if ctx.wrk:
+            return loadgen.run_wrk(ctx.wrk, url, connections=ctx.connections, duration_s=seconds)
+        return loadgen.python_load(
+            ctx.host, ctx.port, make, connections=ctx.connections, duration_s=seconds
         )
-    return loadgen.python_load(
-        ctx.host, ctx.port, make, connections=ctx.connections, duration_s=ctx.duration_s
-    )
+
+    if ctx.warmup_s > 0:
+        load(ctx.warmup_s)
+    return ctx.measured(lambda: load(ctx.duration_s))
 
 
 def _http_row(ctx: Context, scenario: Scenario, path: str) -> Row:
-    result = measure_get(ctx, path)
+    result, cpu = measure_get(ctx, path)
     if result.requests == 0:
         raise RuntimeError(f"no request to {path} completed in {ctx.duration_s:g}s")
+    cpu_ms = cpu.per_request_ms(result.requests) if cpu else None
     return Row(
         name=scenario.name,
         title=scenario.title,
@@ -105,9 +123,12 @@ def _http_row(ctx: Context, scenario: Scenario, path: str) -> Row:
         p99_ms=result.p99_ms,
         errors=result.errors,
         ratio=ctx.ratio(result.rps),
+        cpu_ms=cpu_ms,
+        cpu_ratio=ctx.cpu_ratio(cpu_ms),
         target=scenario.target,
         note=f"GET {path}",
-        details={
+        details=_cpu_details(cpu)
+        | {
             "tool": result.tool,
             "requests": result.requests,
             "duration_s": round(result.duration_s, 3),
@@ -119,10 +140,22 @@ def _http_row(ctx: Context, scenario: Scenario, path: str) -> Row:
     )
 
 
+def _cpu_details(cpu: CpuUse | None) -> dict[str, Any]:
+    if cpu is None:
+        return {}
+    return {
+        "app_cpu_s": round(cpu.app_s, 3),
+        "db_cpu_s": round(cpu.db_s, 3),
+        "loadgen_cpu_s": round(cpu.loadgen_s, 3),
+    }
+
+
 def run_baseline(ctx: Context) -> list[Row]:
     row = _http_row(ctx, SCENARIO_BY_NAME["baseline"], BASELINE_PATH)
     ctx.baseline_rps = row.rate
+    ctx.baseline_cpu_ms = row.cpu_ms
     row.ratio = 1.0
+    row.cpu_ratio = 1.0 if row.cpu_ms else None
     bare = _http_row(ctx, SCENARIO_BY_NAME["baseline"], BARE_BASELINE_PATH)
     bare.name, bare.title = "baseline-bare", "baseline without auth/throttles"
     bare.target = "info"
@@ -192,7 +225,8 @@ def run_sale_opening(ctx: Context) -> list[Row]:
         f"  sale client ceiling against the baseline: {ceiling.rps:,.0f} req/s "
         f"({spec.clients} threads)"
     )
-    outcome = run_sale(spec)
+    outcome, cpu = ctx.measured(lambda: run_sale(spec))
+    cpu_ms = cpu.per_request_ms(outcome.attempts) if cpu else None
     state = read_class_state(spec.slot_class_id)
     check = check_oversell(state)
     problems = list(check.problems)
@@ -224,13 +258,16 @@ def run_sale_opening(ctx: Context) -> list[Row]:
         p99_ms=outcome.p99_ms,
         errors=outcome.errors,
         ratio=ctx.ratio(outcome.holds_per_s),
+        cpu_ms=cpu_ms,
+        cpu_ratio=ctx.cpu_ratio(cpu_ms),
         target=scenario.target,
         note=(
             f"{outcome.holds} holds, {outcome.insufficient}×409 insufficient_capacity, {sold}, "
             + ("0 oversold" if check.oversold_g == 0 else f"OVERSOLD {check.oversold_g} g")
             + ("" if not problems else "; " + "; ".join(problems))
         ),
-        details={
+        details=_cpu_details(cpu)
+        | {
             "clients": spec.clients,
             "keys": len(spec.keys),
             "attempts": outcome.attempts,
@@ -252,11 +289,12 @@ def run_sale_opening(ctx: Context) -> list[Row]:
 
 
 def run_expiry_sweep(ctx: Context) -> list[Row]:
-    from bench.seed import seed_lapsed_holds
+    from bench.seed import analyze_tables, seed_lapsed_holds
 
     scenario = SCENARIO_BY_NAME["expiry-sweep"]
     started = time.perf_counter()
     seeded = seed_lapsed_holds(total=ctx.sweep_rows)
+    analyze_tables()
     ctx.say(f"  seeded {seeded.bookings:,} lapsed holds in {time.perf_counter() - started:.1f}s")
     outcome = run_sweep(seeded)
     ctx.checks["sweep"] = {

@@ -110,6 +110,11 @@ class Gunicorn:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
+    def worker_pids(self) -> list[int]:
+        from bench.cpu import child_pids
+
+        return child_pids(self.process.pid) if self.process is not None else []
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")

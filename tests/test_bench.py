@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Organisation
 from accounts.services import api_key_authenticate
-from bench import cli, db, loadgen, report, sale
+from bench import cli, cpu, db, loadgen, report, sale
 from bench.report import Row
 from bench.scenarios import SCENARIO_BY_NAME, skipped_row
 from bench.seed import seed_catalogue, seed_lapsed_holds
@@ -396,7 +397,8 @@ def test_output_that_is_not_a_wrk_report_is_refused() -> None:
 
 def test_quick_shrinks_the_run_and_only_keeps_the_baseline_beside_http_scenarios() -> None:
     args = cli.parse_args(["--quick", "--only", "api-missions,expiry-sweep"])
-    assert args.duration == 1.0
+    assert args.duration == 2.0
+    assert args.connections == 4
     assert args.sweep_rows <= 2_000
     assert [s.name for s in args.scenarios] == ["baseline", "api-missions", "expiry-sweep"]
 
@@ -443,3 +445,32 @@ def test_the_baseline_answers_a_constant_beside_the_product_urls(client: Client)
 def test_the_baseline_is_not_part_of_the_product_urls() -> None:
     with pytest.raises(NoReverseMatch):
         reverse("bench-baseline")
+
+
+# --- CPU accounting ---------------------------------------------------------------------------
+
+
+def test_cpu_meter_counts_what_processes_spent_between_samples() -> None:
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert child.pid in cpu.child_pids(os.getpid())
+        pids = [os.getpid()]
+        meter = cpu.CpuMeter(lambda: list(pids), lambda: [])
+        before = meter.sample()
+        pids.append(child.pid)  # a process that appears in between counts from zero
+        spent_from = time.process_time()
+        while time.process_time() - spent_from < 0.1:  # spend a tenth of a second here
+            sum(i * i for i in range(10_000))
+        used = meter.between(before, meter.sample())
+    finally:
+        child.kill()
+        child.wait()
+
+    assert 0.05 <= used.app_s < 5
+    assert used.db_s == 0
+    assert used.per_request_ms(0) is None
+    assert cpu.process_cpu_seconds(child.pid) == 0.0, "a finished process counts nothing"
