@@ -1,3 +1,20 @@
-from django.urls import URLPattern, URLResolver
+"""The website's booking pages (namespace ``bookings``). Payment pages live apart in
+``bookings.payment_urls`` (namespace ``payments``)."""
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from django.urls import URLPattern, URLResolver, path
+
+from bookings import views
+
+app_name = "bookings"
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path(
+        "missions/<slug:code>/book/<int:slot_class_id>/",
+        views.booking_new,
+        name="new",
+    ),
+    path("bookings/", views.booking_list, name="list"),
+    # A slug keeps stray bytes out of the lookup; references are matched in any case.
+    path("bookings/<slug:reference>/", views.booking_detail, name="detail"),
+    path("bookings/<slug:reference>/cancel/", views.booking_cancel_view, name="cancel"),
+]
