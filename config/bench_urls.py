@@ -2,13 +2,12 @@
 ``python -m bench`` starts use it (``bench/settings.py`` selects it); production and the tests
 keep ``config.urls``, so the baseline is never part of the product."""
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from bench.views import BareBaselineView, BaselineView
-from config.urls import urlpatterns as product_urlpatterns
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("api/v1/_bench/baseline/", BaselineView.as_view(), name="bench-baseline"),
     path("api/v1/_bench/baseline-bare/", BareBaselineView.as_view(), name="bench-baseline-bare"),
-    *product_urlpatterns,
+    path("", include("config.urls")),
 ]
