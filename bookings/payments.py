@@ -591,13 +591,14 @@ def handle_payment_refund(message: OutboxMessage) -> None:
         logger.error("refund %s failed: %s", refund.pk, error)
         refund_mark_failed(refund_id=refund.pk, message=str(error))
         return
+    if result.status == "failed":
+        Refund.objects.filter(pk=refund.pk).update(stripe_refund_id=result.id)
+        refund_mark_failed(refund_id=refund.pk, message="Stripe reported the refund failed.")
+        return
     with transaction.atomic():
+        Payment.objects.select_for_update().get(pk=payment.pk)  # lock order: payment, refund
         locked = Refund.objects.select_for_update().get(pk=refund.pk)
         locked.stripe_refund_id = result.id
-        if result.status == "failed":
-            locked.save(update_fields=["stripe_refund_id"])
-            refund_mark_failed(refund_id=refund.pk, message="Stripe reported the refund failed.")
-            return
         # Stripe's "pending" is accepted and on its way; a later failure arrives as an event.
         locked.status = RefundStatus.SUCCEEDED
         locked.completed_at = timezone.now()
@@ -734,16 +735,25 @@ def _intent_event(payload: dict[str, object]) -> None:
     intent_id = obj["id"]
     payment = Payment.objects.filter(stripe_payment_intent_id=intent_id).first()
     if payment is None:
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        payment_id = str((metadata or {}).get("payment_id", ""))
+        # The request that created the intent died before recording it: the intent's
+        # metadata names the attempt, and must name its booking too.
+        metadata = obj.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        payment_id = str(metadata.get("payment_id", ""))
         if payment_id.isdigit():
             payment = Payment.objects.filter(
-                pk=int(payment_id), stripe_payment_intent_id__isnull=True
+                pk=int(payment_id),
+                stripe_payment_intent_id__isnull=True,
+                booking__reference=str(metadata.get("booking_reference", "")),
             ).first()
     if payment is None:
         logger.info("stripe event for intent %s: not one of ours", intent_id)
         return
-    payment_apply_intent(payment_id=payment.pk, intent=gateways.intent_retrieve(intent_id))
+    try:
+        payment_apply_intent(payment_id=payment.pk, intent=gateways.intent_retrieve(intent_id))
+    except PaymentGatewayError:
+        # Not this payment's intent after all (logged by the check): retrying cannot help.
+        return
 
 
 def _refund_event(payload: dict[str, object]) -> None:

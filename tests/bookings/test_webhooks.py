@@ -331,6 +331,8 @@ def test_metadata_pointing_at_another_booking_is_not_trusted(
     payment.refresh_from_db()
     assert booking.status == BookingStatus.HELD
     assert payment.stripe_payment_intent_id is None
+    # Acknowledged and done with: retrying would never make it ours.
+    assert StripeEvent.objects.get().processed_at is not None
 
 
 def test_events_for_intents_that_are_not_ours_are_acknowledged_and_ignored(
