@@ -8,7 +8,7 @@ DEBUG = env.bool("DJANGO_DEBUG", default=True)
 # With no Stripe keys in the environment, pay against the sandbox
 # (``python manage.py run_stripe_sandbox``) with its test keys.
 if not STRIPE_SECRET_KEY:
-    STRIPE_SECRET_KEY = "sk_test_local"
+    STRIPE_SECRET_KEY = "sk_test_local"  # noqa: S105 (the sandbox accepts any sk_ key)
     STRIPE_PUBLISHABLE_KEY = "pk_test_local"
     STRIPE_WEBHOOK_SECRET = STRIPE_WEBHOOK_SECRET or "whsec_local"
     STRIPE_API_BASE = STRIPE_API_BASE or "http://127.0.0.1:12111"

@@ -22,7 +22,7 @@ LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}
 # --- Stripe ---------------------------------------------------------------------------
 # Never the real Stripe from a test: the ``stripe_sandbox`` fixture points these at a
 # localstripe it starts; without it, a call fails at once on a closed loopback port.
-STRIPE_SECRET_KEY = "sk_test_moonslot"
+STRIPE_SECRET_KEY = "sk_test_moonslot"  # noqa: S105 (test-only, no real account)
 STRIPE_PUBLISHABLE_KEY = "pk_test_moonslot"
-STRIPE_WEBHOOK_SECRET = "whsec_test_moonslot"
+STRIPE_WEBHOOK_SECRET = "whsec_test_moonslot"  # noqa: S105
 STRIPE_API_BASE = "http://127.0.0.1:9"
