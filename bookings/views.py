@@ -48,7 +48,7 @@ from bookings.models import (
     HazardType,
     PayloadDeclaration,
 )
-from bookings.payments import booking_cancel_and_refund
+from bookings.payments import booking_cancel_and_refund, booking_payment_summary
 from bookings.services import Actor, booking_hold, refund_due
 from marketplace.forms import MassUnit
 from marketplace.models import CancellationTier, Channel, SlotClass
@@ -426,6 +426,8 @@ def booking_detail(request: HttpRequest, reference: str) -> HttpResponse:
         "payload": payload,
         "hazards": hazards_in_words(payload.hazards if payload else []),
         "timeline": _timeline(booking, _user(request), now),
+        # Shown by bookings/includes/payment_status.html (the payment flow's panel).
+        "payment_summary": booking_payment_summary(booking),
         "remaining_seconds": remaining,
         "remaining_clock": hold_clock(remaining),
         "can_cancel": _can_manage(booking) and status in CANCELLABLE,

@@ -21,7 +21,14 @@ from accounts.models import MemberRole, Organisation, OrganisationKind, User
 from accounts.services import personal_organisation_create
 from bookings import services
 from bookings.forms import MOONSLOT_TERMS_VERSION
-from bookings.models import Booking, BookingStatus, ReviewStatus
+from bookings.models import (
+    Booking,
+    BookingStatus,
+    Payment,
+    PaymentProvider,
+    PaymentStatus,
+    ReviewStatus,
+)
 from marketplace.models import MissionStatus, SlotClass
 from tests.factories import (
     LanderPositionFactory,
@@ -34,8 +41,9 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
-# session, user, booking (class, mission, organisation, payload, role), events
-DETAIL_QUERIES = 4
+# session, user, booking (class, mission, organisation, payload, role), events, and the
+# payment panel's two (payments, their refunds)
+DETAIL_QUERIES = 6
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -662,10 +670,20 @@ def test_hold_page_makes_a_fixed_number_of_queries(
     user = customer(client)
     booking = held_booking(user)
     services.booking_confirm(booking_id=booking.pk, actor=services.Actor.for_user(user))
+    # A paid booking, so the payment panel's refunds query runs too (it is skipped when
+    # there is no payment to look under).
+    Payment.objects.create(
+        booking=booking, provider=PaymentProvider.STRIPE, attempt=1,
+        amount=booking.price_amount, currency=booking.currency, status=PaymentStatus.SUCCEEDED,
+        succeeded_at=timezone.now(), idempotency_key=f"test-{booking.reference}",
+    )  # fmt: skip
     url = reverse("bookings:detail", kwargs={"reference": booking.reference})
 
     with django_assert_num_queries(DETAIL_QUERIES):
-        assert client.get(url).status_code == 200
+        response = client.get(url)
+
+    assert response.status_code == 200
+    assert re.search(r"Paid by card: ¥30,000 ?\.", text_of(response))
 
 
 # --- CSRF ----------------------------------------------------------------------------------
