@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from django.core import mail
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -475,6 +477,41 @@ def test_double_submit_places_one_hold(client: Client) -> None:
     assert first["Location"] == detail
     assert second.status_code == 302
     assert second["Location"] == detail
+    capsule.refresh_from_db()
+    assert capsule.taken_units == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_submits_of_one_form_hold_once(require_postgres: None) -> None:
+    # A real double click: two requests with the same session and token, released together.
+    # Both find the token unspent in the session; the cache claim lets one through.
+    capsule = SlotClassFactory.per_unit()
+    user = customer()
+    opener = Client()
+    opener.force_login(user)
+    _page, token = open_form(opener, capsule)
+    data = capsule_data(token, personal_org(user))
+    start = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def submit() -> None:
+        try:
+            browser = Client()
+            browser.cookies = opener.cookies
+            start.wait(timeout=10)
+            statuses.append(browser.post(book_url(capsule), data).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert statuses == [302, 302]
+    assert Booking.objects.count() == 1
     capsule.refresh_from_db()
     assert capsule.taken_units == 3
 
