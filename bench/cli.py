@@ -136,9 +136,11 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # SIGTERM and SIGHUP unwind like Ctrl-C, so every finally below still runs.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so every finally below still runs (a signal
+    # the caller chose to ignore, as nohup does with SIGHUP, stays ignored).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _raise_interrupt)
     run = Run(args)
     try:
         return run.execute()
