@@ -230,14 +230,19 @@ def run_sale_opening(ctx: Context) -> list[Row]:
     state = read_class_state(spec.slot_class_id)
     check = check_oversell(state)
     problems = list(check.problems)
+    warnings: list[str] = []
     if outcome.held_mass_g != state.booked_g:
-        problems.append(
+        mismatch = (
             f"the server acknowledged {outcome.held_mass_g} g of holds (201s) but the class "
             f"has {state.booked_g} g of held and confirmed bookings"
         )
+        # A request that failed in flight may have committed; with no failure the two
+        # tallies must agree exactly.
+        (warnings if outcome.errors else problems).append(mismatch)
     ctx.checks["oversell"] = {
         "ok": not problems,
         "problems": problems,
+        "warnings": warnings,
         "capacity_g": state.capacity_g,
         "taken_g": state.taken_g,
         "booked_g": state.booked_g,
@@ -264,7 +269,7 @@ def run_sale_opening(ctx: Context) -> list[Row]:
         note=(
             f"{outcome.holds} holds, {outcome.insufficient}×409 insufficient_capacity, {sold}, "
             + ("0 oversold" if check.oversold_g == 0 else f"OVERSOLD {check.oversold_g} g")
-            + ("" if not problems else "; " + "; ".join(problems))
+            + "".join(f"; {text}" for text in [*problems, *warnings])
         ),
         details=_cpu_details(cpu)
         | {
