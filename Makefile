@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+STRIPE_SANDBOX_PORT ?= 12111
 
 .PHONY: demo test install lint typecheck migrations-check pytest bench clean
 
@@ -19,6 +20,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# With no Stripe keys, a local Stripe sandbox (localstripe, a separate process) takes the
+# card payments; it stops with the server.
 demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo_data
@@ -27,8 +30,11 @@ demo: install
 	@echo "  Admin:       http://$(HOST):$(PORT)/admin/"
 	@echo "  API:         http://$(HOST):$(PORT)/api/v1/missions/"
 	@echo "  API docs:    http://$(HOST):$(PORT)/api/v1/docs/"
+	@echo "  Test cards:  4242 4242 4242 4242 (paid), 4000 0025 0000 3155 (3-D Secure), 4000 0000 0000 0341 (declined)"
 	@echo
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(BIN)/python manage.py run_stripe_sandbox --port $(STRIPE_SANDBOX_PORT) --site-url http://$(HOST):$(PORT) & \
+	  SANDBOX=$$!; trap 'kill $$SANDBOX 2>/dev/null' EXIT INT TERM; \
+	  STRIPE_API_BASE=http://127.0.0.1:$(STRIPE_SANDBOX_PORT) $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ PRODUCTION_ENV = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "STRIPE_SECRET_KEY": "sk_test_check",
     "STRIPE_WEBHOOK_SECRET": "whsec_check",
+    "STRIPE_PUBLISHABLE_KEY": "pk_test_check",
     "DJANGO_ALLOWED_HOSTS": "moonslot.example",
 }
 
@@ -55,6 +56,18 @@ def test_production_refuses_to_start_without_a_secret(missing: str) -> None:
     result = manage("check", env=env)
     assert result.returncode != 0
     assert missing in result.stderr
+
+
+def test_production_never_points_at_a_stripe_sandbox() -> None:
+    env = {**PRODUCTION_ENV, "STRIPE_API_BASE": "http://127.0.0.1:12111"}
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(repr(settings.STRIPE_API_BASE))",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "''"
 
 
 def test_local_settings_need_no_environment_at_all() -> None:
