@@ -11,17 +11,18 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.template.loader import render_to_string
 from django.utils import translation
+from django.utils.translation import gettext_lazy as _
 
 from bookings.models import Booking, BookingEvent, BookingStatus, OutboxMessage
 from bookings.outbox import outbox_handler
 from marketplace.models import Channel
 
 SUBJECTS = {
-    "booking.held": "Booking {ref} is held",
-    "booking.confirmed": "Booking {ref} is confirmed",
-    "booking.cancelled": "Booking {ref} is cancelled",
-    "booking.expired": "Your hold {ref} has expired",
-    "booking.hold_reminder": "Your hold {ref} expires soon",
+    "booking.held": _("Booking %(ref)s is held"),
+    "booking.confirmed": _("Booking %(ref)s is confirmed"),
+    "booking.cancelled": _("Booking %(ref)s is cancelled"),
+    "booking.expired": _("Your hold %(ref)s has expired"),
+    "booking.hold_reminder": _("Your hold %(ref)s expires soon"),
 }
 
 
@@ -50,8 +51,9 @@ def send_booking_email(booking: Booking, event_type: str, event: BookingEvent | 
             "site_url": settings.SITE_URL,
         }
         body = render_to_string("emails/booking_event.txt", context)
+        subject = "[Moonslot] " + str(SUBJECTS[event_type]) % {"ref": booking.reference}
     message = EmailMessage(
-        subject=f"[Moonslot] {SUBJECTS[event_type].format(ref=booking.reference)}",
+        subject=subject,
         body=body,
         to=recipients,
         headers={"X-Moonslot-Booking": booking.reference, "X-Moonslot-Event": event_type},

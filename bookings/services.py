@@ -45,7 +45,7 @@ from bookings.models import (
 from bookings.outbox import outbox_write
 from bookings.validation import CustomerInput, PayloadInput, check_payload, check_quantity
 from marketplace.locks import slot_class_qs_for_update
-from marketplace.models import Channel, MissionStatus, SlotClass
+from marketplace.models import CancellationTier, Channel, MissionStatus, SlotClass
 from marketplace.money import Money
 
 logger = logging.getLogger(__name__)
@@ -112,21 +112,23 @@ def _notify(booking: Booking, event: BookingEvent) -> None:
     )
 
 
+def refund_tier(booking: Booking, *, now: datetime) -> CancellationTier | None:
+    """The cancellation-policy tier a cancellation at ``now`` falls under: the one with the
+    most days before launch that still applies. None for an unconfirmed hold (nothing was
+    paid) or when no tier applies."""
+    if booking.status_at(now) != BookingStatus.CONFIRMED:
+        return None
+    days_before = (booking.slot_class.mission.launch_window_start - now).days
+    tiers = sorted(booking.slot_class.cancellation_tiers.all(), key=lambda t: -t.days_before_launch)
+    return next((tier for tier in tiers if days_before >= tier.days_before_launch), None)
+
+
 def refund_due(booking: Booking, *, now: datetime) -> Money:
     """What the class's cancellation policy gives back if ``booking`` is cancelled at ``now``:
-    nothing for an unconfirmed hold; for a confirmed booking, the share of the tier with the
-    most days before launch that still applies, rounded down to the minor unit."""
-    if booking.status != BookingStatus.CONFIRMED:
-        return Money(0, booking.currency)
-    launch = booking.slot_class.mission.launch_window_start
-    days_before = (launch - now).days
-    percent = 0
-    for tier in sorted(
-        booking.slot_class.cancellation_tiers.all(), key=lambda t: -t.days_before_launch
-    ):
-        if days_before >= tier.days_before_launch:
-            percent = tier.refund_percent
-            break
+    nothing for an unconfirmed hold; for a confirmed booking, the share of its tier
+    (``refund_tier``), rounded down to the minor unit."""
+    tier = refund_tier(booking, now=now)
+    percent = tier.refund_percent if tier is not None else 0
     return Money(booking.price_amount * percent // 100, booking.currency)
 
 

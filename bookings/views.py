@@ -49,9 +49,9 @@ from bookings.models import (
     PayloadDeclaration,
 )
 from bookings.payments import booking_cancel_and_refund, booking_payment_summary
-from bookings.services import Actor, booking_hold, refund_due
+from bookings.services import Actor, booking_hold, refund_due, refund_tier
 from marketplace.forms import MassUnit
-from marketplace.models import CancellationTier, Channel, SlotClass
+from marketplace.models import Channel, SlotClass
 from marketplace.money import Currency, Money, format_mass
 from marketplace.selectors import slot_class_for_quote
 
@@ -471,16 +471,6 @@ def booking_list(request: HttpRequest) -> HttpResponse:
 # --- cancelling --------------------------------------------------------------------------
 
 
-def applicable_tier(booking: Booking, now: datetime) -> CancellationTier | None:
-    """The policy row a cancellation at ``now`` falls under (as ``services.refund_due``
-    reads the policy), to show the customer which rule gives the refund."""
-    if booking.status_at(now) != BookingStatus.CONFIRMED:
-        return None
-    days_before = (booking.slot_class.mission.launch_window_start - now).days
-    tiers = sorted(booking.slot_class.cancellation_tiers.all(), key=lambda t: -t.days_before_launch)
-    return next((tier for tier in tiers if days_before >= tier.days_before_launch), None)
-
-
 @login_required
 @require_http_methods(["GET", "POST"])
 def booking_cancel_view(request: HttpRequest, reference: str) -> HttpResponse:
@@ -508,7 +498,7 @@ def booking_cancel_view(request: HttpRequest, reference: str) -> HttpResponse:
         "cancellable": True,
         "form": form,
         "refund": refund_due(booking, now=now),
-        "tier": applicable_tier(booking, now),
+        "tier": refund_tier(booking, now=now),
         "tiers": tiers,
         "days_before_launch": (booking.slot_class.mission.launch_window_start - now).days,
     }

@@ -58,6 +58,16 @@ def _clear_cache() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _reset_language() -> Iterator[None]:
+    # LocaleMiddleware activates the request's language on the thread and leaves it there;
+    # a Japanese page in one test must not make the next test's messages Japanese.
+    from django.utils import translation
+
+    yield
+    translation.activate("en")
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
