@@ -63,10 +63,10 @@ class HoldExpired(BookingError):
 class InvalidTransition(BookingError):
     code = "invalid_state"
 
-    def __init__(self, *, from_status: str, to_status: str) -> None:
+    def __init__(self, *, from_status: str, to_status: str, message: str | None = None) -> None:
         self.from_status = from_status
         self.to_status = to_status
-        super().__init__(f"This booking is {from_status} and cannot become {to_status}.")
+        super().__init__(message or f"This booking is {from_status} and cannot become {to_status}.")
 
 
 class TransientError(Exception):

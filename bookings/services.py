@@ -488,7 +488,11 @@ def booking_payload_update(
         )
         status = booking.status_at(now)
         if status not in (BookingStatus.HELD, BookingStatus.CONFIRMED):
-            raise InvalidTransition(from_status=status, to_status="updated")
+            raise InvalidTransition(
+                from_status=status,
+                to_status=status,
+                message=f"This booking is {status}; its payload can no longer change.",
+            )
         if now >= booking.slot_class.mission.booking_cutoff:
             raise SalesClosed("The booking cutoff has passed; the payload can no longer change.")
         declaration = PayloadDeclaration.objects.select_for_update().get(booking=booking)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from celery import shared_task
 
 from bookings import (
+    idempotency,
     notifications,  # noqa: F401 (registers the outbox handlers)
     outbox,
     payments,  # registers the payment outbox handlers too
@@ -46,6 +47,11 @@ def bookings_remind_expiring_task() -> int:
 @shared_task(name="bookings.tasks.booking_events_sequence", acks_late=True)
 def booking_events_sequence_task() -> int:
     return services.booking_events_sequence()
+
+
+@shared_task(name="bookings.tasks.idempotency_records_purge", acks_late=True)
+def idempotency_records_purge_task() -> int:
+    return idempotency.idempotency_records_purge()
 
 
 @shared_task(name="bookings.tasks.ping")

@@ -29,6 +29,10 @@ app.conf.beat_schedule = {
         "task": "bookings.tasks.bookings_remind_expiring",
         "schedule": SWEEP,
     },
+    "purge-idempotency-records": {
+        "task": "bookings.tasks.idempotency_records_purge",
+        "schedule": timedelta(hours=1),
+    },
     "sequence-events": {
         "task": "bookings.tasks.booking_events_sequence",
         "schedule": min(SWEEP, timedelta(seconds=5)),

@@ -480,3 +480,24 @@ def test_concurrent_duplicates_make_exactly_one_booking(require_postgres):
     assert all(r.json() == originals[0].json() for r in replays)
     assert Booking.objects.count() == 1
     assert taken_g(deck) == 1500
+
+
+def test_records_past_the_ttl_are_purged_by_the_periodic_job() -> None:
+    from bookings.tasks import idempotency_records_purge_task
+
+    reseller = ResellerFactory.create()
+    api_key = api_key_issue(organisation=reseller).api_key
+    old = timezone.now() - timedelta(hours=25)
+    for key, created in [("old", old), ("fresh", timezone.now())]:
+        IdempotencyRecord.objects.create(
+            api_key=api_key,
+            key=key,
+            path="/api/v1/bookings/",
+            request_digest="0" * 64,
+            state=IdempotencyState.COMPLETED,
+            response_status=201,
+            response_body={},
+            created_at=created,
+        )
+    assert idempotency_records_purge_task.delay().get() == 1
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["fresh"]
