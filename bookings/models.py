@@ -25,13 +25,17 @@ class BookingStatus(models.TextChoices):
     CONFIRMED = "confirmed", _("Confirmed")
     CANCELLED = "cancelled", _("Cancelled")
     EXPIRED = "expired", _("Expired")
+    # The mission flew (completed, or failed after launch): what is owed then is the policy's
+    # and the insurer's business, never a silent refund.
+    FLOWN = "flown", _("Flown")
 
 
 BOOKING_TRANSITIONS: dict[str, set[str]] = {
     BookingStatus.HELD: {BookingStatus.CONFIRMED, BookingStatus.CANCELLED, BookingStatus.EXPIRED},
-    BookingStatus.CONFIRMED: {BookingStatus.CANCELLED},
+    BookingStatus.CONFIRMED: {BookingStatus.CANCELLED, BookingStatus.FLOWN},
     BookingStatus.CANCELLED: set(),
     BookingStatus.EXPIRED: set(),
+    BookingStatus.FLOWN: set(),
 }
 
 # Statuses whose mass counts against the slot class's capacity.
@@ -599,3 +603,243 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.stripe_id}"
+
+
+# --- mission operations: manifests, schedule-change offers, waitlists, reseller webhooks ----
+
+
+class ManifestVersion(models.Model):
+    """One stored version of a mission's payload manifest. ``content`` is the whole manifest
+    (lines and totals) as built; ``digest`` is its SHA-256, so rebuilding an unchanged state
+    writes no new version."""
+
+    mission = models.ForeignKey(
+        "marketplace.Mission", on_delete=models.CASCADE, related_name="manifest_versions"
+    )
+    number = models.PositiveIntegerField(_("version"))
+    content = models.JSONField(_("content"))
+    digest = models.CharField(max_length=64)
+    trigger = models.CharField(_("built because"), max_length=200, blank=True)
+    frozen = models.BooleanField(_("frozen at the booking cutoff"), default=False)
+    pdf = models.FileField(_("PDF"), upload_to="manifests/", blank=True)
+    created_at = models.DateTimeField(_("built at"), default=timezone.now)
+
+    class Meta:
+        ordering = ["mission", "-number"]
+        verbose_name = _("manifest version")
+        constraints = [
+            models.UniqueConstraint(fields=["mission", "number"], name="manifest_version_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="manifest_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mission_id} manifest v{self.number}"
+
+
+class ManifestDelivery(models.Model):
+    """Who received which manifest version, when."""
+
+    version = models.ForeignKey(
+        ManifestVersion, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    recipient = models.EmailField(_("recipient"))
+    sent_at = models.DateTimeField(_("sent at"), default=timezone.now)
+
+    class Meta:
+        ordering = ["-sent_at"]
+        verbose_name = _("manifest delivery")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "recipient"], name="manifest_delivery_once_per_recipient"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.version_id} → {self.recipient}"
+
+
+class OfferStatus(models.TextChoices):
+    OPEN = "open", _("Open")
+    STAYED = "stayed", _("Stays on the mission")
+    MOVED = "moved", _("Moved to another mission")
+    CANCELLED = "cancelled", _("Cancelled with a full refund")
+    DEFAULTED = "defaulted", _("Unanswered: stays on the mission")
+
+
+class ReaccommodationOffer(models.Model):
+    """After a schedule change, each affected booking's choice: stay, move to another
+    mission with room (capacity taken when accepted), or cancel with a full refund."""
+
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="offers")
+    schedule_change = models.ForeignKey(
+        "marketplace.ScheduleChange", on_delete=models.CASCADE, related_name="offers"
+    )
+    status = models.CharField(
+        _("status"), max_length=12, choices=OfferStatus.choices, default=OfferStatus.OPEN
+    )
+    deadline = models.DateTimeField(_("answer by"))
+    target_slot_class = models.ForeignKey(
+        SlotClass,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("moved to"),
+    )
+    answered_at = models.DateTimeField(_("answered at"), null=True, blank=True)
+    answered_by = models.CharField(_("answered by"), max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("re-accommodation offer")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["booking", "schedule_change"], name="offer_once_per_change"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=OfferStatus.values), name="offer_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="moved") | Q(target_slot_class__isnull=False),
+                name="offer_move_has_target",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["deadline"], condition=Q(status="open"), name="offer_open_due")
+        ]
+
+    def __str__(self) -> str:
+        return f"offer for {self.booking_id}: {self.status}"
+
+
+class WaitlistStatus(models.TextChoices):
+    WAITING = "waiting", _("Waiting")
+    OFFERED = "offered", _("Offered a hold")
+    BOOKED = "booked", _("Booked")
+    LAPSED = "lapsed", _("Offer lapsed")
+    WITHDRAWN = "withdrawn", _("Withdrawn")
+
+
+class WaitlistEntry(models.Model):
+    """A request for capacity in a sold-out class. Freed capacity goes to the first entries
+    that fit, in order, as an offer hold (``offer_booking``) with its own expiry."""
+
+    slot_class = models.ForeignKey(SlotClass, on_delete=models.CASCADE, related_name="waitlist")
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="waitlist_entries"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices)
+    mass_g = models.PositiveIntegerField(_("mass (g)"))
+    quantity = models.PositiveIntegerField(_("quantity"), null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices)
+    status = models.CharField(
+        _("status"),
+        max_length=12,
+        choices=WaitlistStatus.choices,
+        default=WaitlistStatus.WAITING,
+    )
+    offer_booking = models.OneToOneField(
+        Booking, on_delete=models.SET_NULL, null=True, blank=True, related_name="waitlist_entry"
+    )
+    offered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        verbose_name = _("waitlist entry")
+        verbose_name_plural = _("waitlist entries")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=WaitlistStatus.values), name="waitlist_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(mass_g__gt=0), name="waitlist_mass_positive"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["slot_class", "created_at"],
+                condition=Q(status="waiting"),
+                name="waitlist_queue",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"waitlist {self.slot_class_id} #{self.pk}: {self.status}"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL a reseller registered to receive its booking events, signed with HMAC-SHA256
+    under ``secret``; disabled after repeated failure."""
+
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.URLField(_("URL"), max_length=500)
+    secret = models.CharField(_("signing secret"), max_length=100, editable=False)
+    is_active = models.BooleanField(_("active"), default=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["organisation", "pk"]
+        verbose_name = _("webhook endpoint")
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+class WebhookDelivery(models.Model):
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(
+        BookingEvent, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    status = models.CharField(
+        max_length=10,
+        choices=WebhookDeliveryStatus.choices,
+        default=WebhookDeliveryStatus.PENDING,
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "event"], name="webhook_delivery_once_per_event"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="webhook_delivery_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → {self.endpoint_id}: {self.status}"

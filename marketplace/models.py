@@ -52,6 +52,19 @@ class MissionStatus(models.TextChoices):
 
 FINISHED_MISSION_STATUSES = (MissionStatus.COMPLETED, MissionStatus.FAILED)
 
+# Where a mission may go next. Sales reopen (sales_closed → on_sale) when a slip moves the
+# cutoff; a mission can fail from any point after launch.
+MISSION_TRANSITIONS: dict[str, set[str]] = {
+    MissionStatus.PLANNED: {MissionStatus.ON_SALE},
+    MissionStatus.ON_SALE: {MissionStatus.SALES_CLOSED, MissionStatus.PLANNED},
+    MissionStatus.SALES_CLOSED: {MissionStatus.ON_SALE, MissionStatus.INTEGRATION},
+    MissionStatus.INTEGRATION: {MissionStatus.LAUNCHED},
+    MissionStatus.LAUNCHED: {MissionStatus.LANDED, MissionStatus.FAILED},
+    MissionStatus.LANDED: {MissionStatus.COMPLETED, MissionStatus.FAILED},
+    MissionStatus.COMPLETED: set(),
+    MissionStatus.FAILED: set(),
+}
+
 
 class LocalisedNameMixin:
     """Content names in English with an optional Japanese form, picked by the active language."""
@@ -278,6 +291,15 @@ class SlotClass(LocalisedNameMixin, models.Model):
     hold_minutes_web = models.PositiveIntegerField(_("web hold (minutes)"), default=20)
     hold_minutes_api = models.PositiveIntegerField(_("API hold (minutes)"), default=3 * 24 * 60)
     hold_minutes_admin = models.PositiveIntegerField(_("sales hold (minutes)"), default=7 * 24 * 60)
+    rebooking_fee_percent = models.PositiveSmallIntegerField(
+        _("rebooking fee (%)"),
+        default=10,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text=_(
+            "Share of the price charged when a customer whose payload is not ready moves to "
+            "a later mission. A provider's delay moves bookings free of charge."
+        ),
+    )
     inert_only = models.BooleanField(
         _("inert items only"),
         default=False,
@@ -324,6 +346,9 @@ class SlotClass(LocalisedNameMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(pricing__in=Pricing.values) & Q(destination__in=Destination.values),
                 name="slot_enums_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(rebooking_fee_percent__lte=100), name="slot_rebooking_fee_range"
             ),
             models.CheckConstraint(
                 condition=(
@@ -556,3 +581,24 @@ class CancellationTier(models.Model):
 
     def __str__(self) -> str:
         return f"≥ {self.days_before_launch} d: {self.refund_percent}%"
+
+
+class MissionContact(models.Model):
+    """Someone at the lander company or the airline's operations who receives the mission's
+    manifests and operational notices."""
+
+    mission = models.ForeignKey(Mission, on_delete=models.CASCADE, related_name="contacts")
+    name = models.CharField(_("name"), max_length=150)
+    email = models.EmailField(_("e-mail"))
+    role = models.CharField(_("role"), max_length=100, default="operations")
+    receives_manifests = models.BooleanField(_("receives manifests"), default=True)
+
+    class Meta:
+        ordering = ["mission", "name"]
+        verbose_name = _("mission contact")
+        constraints = [
+            models.UniqueConstraint(fields=["mission", "email"], name="mission_contact_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
