@@ -273,7 +273,7 @@ class Run:
                 self.run_scenario(scenario, ctx)
         connections.close_all()
         order = {scenario.name: index for index, scenario in enumerate(SCENARIOS)}
-        self.rows.sort(key=lambda row: order.get(row.name.removesuffix("-bare"), 0))
+        self.rows.sort(key=lambda row: order.get(row.name.removesuffix("-defaults"), 0))
 
         ok = not ctx.failed_checks and not self.crashed
         result = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 REPO = Path(__file__).resolve().parent.parent
-READY_PATH = "/api/v1/_bench/baseline-bare/"
+READY_PATH = "/api/v1/_bench/baseline/"
 
 
 def free_port() -> int:

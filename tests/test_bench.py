@@ -436,9 +436,15 @@ def test_the_bench_database_is_never_the_configured_one(tmp_path: Path) -> None:
 
 @pytest.mark.urls("config.bench_urls")
 def test_the_baseline_answers_a_constant_beside_the_product_urls(client: Client) -> None:
-    response = client.get("/api/v1/_bench/baseline/")
-    assert response.status_code == 200
-    assert response.json() == PAYLOAD
+    for path in ("/api/v1/_bench/baseline/", "/api/v1/_bench/baseline-defaults/"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.json() == PAYLOAD
+    # The reference baseline does no authentication: even a malformed key is not looked at,
+    # whereas the project's defaults refuse it.
+    assert client.get("/api/v1/_bench/baseline/", HTTP_AUTHORIZATION="Bearer x").status_code == 200
+    refused = client.get("/api/v1/_bench/baseline-defaults/", HTTP_AUTHORIZATION="Bearer x")
+    assert refused.status_code == 401
     assert client.get("/api/v1/missions/").status_code == 200
 
 
