@@ -249,6 +249,13 @@ class EventType(models.TextChoices):
     PAYLOAD_UPDATED = "payload.updated", _("Payload updated")
     PAYLOAD_REVIEW_CHANGED = "payload.review_changed", _("Payload review changed")
     MISSION_SCHEDULE_CHANGED = "mission.schedule_changed", _("Mission schedule changed")
+    # Answers to a schedule change's re-accommodation offer (bookings.reaccommodation).
+    OFFER_STAYED = "offer.stayed", _("Stays on the rescheduled mission")
+    OFFER_MOVED = "offer.moved", _("Moved to another mission")
+    OFFER_CANCELLED = "offer.cancelled", _("Cancelled with a full refund")
+    OFFER_DEFAULTED = "offer.defaulted", _("Unanswered by the deadline: stays on the mission")
+    # The customer moved a confirmed booking to a later mission, for the rebooking fee.
+    BOOKING_REBOOKED = "booking.rebooked", _("Moved to a later mission")
 
 
 class BookingEvent(models.Model):
