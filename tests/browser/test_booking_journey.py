@@ -254,6 +254,46 @@ def assert_paid_once(reference: str, address: str, *, amount: int, currency: str
     assert mails[0].to == [address]
 
 
+def returning_customer_pays(
+    page: Page,
+    live_server: Any,
+    shot: Shot,
+    slot_class: SlotClass,
+    *,
+    address: str,
+    quantity: int,
+    currency: str,
+    price: str,
+    card: str,
+) -> str:
+    """A customer with an account signs in, holds capsules and pays with ``card``; returns
+    the booking's reference, on whatever page the payment led to."""
+    verified_customer(address)
+    page.goto(url(live_server, "/"))
+    sign_in(page, address)
+    reference = hold_capsules(
+        page, shot, slot_class, quantity=quantity, currency=currency, price=price
+    )
+    open_pay_page(page, price)
+    pay_by_card(page, card, price)
+    return reference
+
+
+def assert_still_held_after_a_failed_attempt(page: Page, reference: str) -> None:
+    """Back on the pay page, told that the capacity is still theirs, the card form ready
+    for another try; the booking held, unpaid and unconfirmed."""
+    expect(page.get_by_role("heading", name="Amount to pay")).to_be_visible()
+    expect(page.locator(".message--error")).to_contain_text("Your booking is still held until")
+    expect(page.locator("#card-form")).to_be_visible()
+    expect(page.locator("#payment-action")).to_have_count(0)
+    booking = Booking.objects.get(reference=reference)
+    assert booking.status == BookingStatus.HELD
+    assert booking.hold_expires_at is not None
+    assert booking.hold_expires_at > timezone.now()
+    assert list(booking.payments.values_list("status", flat=True)) == [PaymentStatus.FAILED]
+    assert confirmed_mails(reference) == []
+
+
 # --- the journeys -------------------------------------------------------------------------
 
 
@@ -297,28 +337,20 @@ def test_a_new_customer_signs_up_books_a_capsule_pays_by_card_and_sees_it_confir
 def test_a_declined_card_keeps_the_hold_and_another_card_then_confirms_it(
     page: Page, live_server: Any, shot: Shot, capsules: SlotClass, page_problems: PageProblems
 ) -> None:
-    address = "bruno@example.com"
-    verified_customer(address)
-    page.goto(url(live_server, "/"))
-    sign_in(page, address)
-
-    reference = hold_capsules(page, shot, capsules, quantity=1, currency="USD", price="$200.00")
-    open_pay_page(page, "$200.00")
-    pay_by_card(page, DECLINED_AT_CHARGE, "$200.00")
-
-    # Back on the pay page, told why and that the capacity is still theirs.
-    expect(page.get_by_role("heading", name="Amount to pay")).to_be_visible()
-    message = page.locator(".message--error")
-    expect(message).to_contain_text("declined")
-    expect(message).to_contain_text("Your booking is still held until")
-    expect(page.locator("#card-form")).to_be_visible()
+    reference = returning_customer_pays(
+        page,
+        live_server,
+        shot,
+        capsules,
+        address="bruno@example.com",
+        quantity=1,
+        currency="USD",
+        price="$200.00",
+        card=DECLINED_AT_CHARGE,
+    )
+    expect(page.locator(".message--error")).to_contain_text("declined")
+    assert_still_held_after_a_failed_attempt(page, reference)
     shot("declined")
-    booking = Booking.objects.get(reference=reference)
-    assert booking.status == BookingStatus.HELD
-    assert booking.hold_expires_at is not None
-    assert booking.hold_expires_at > timezone.now()
-    assert list(booking.payments.values_list("status", flat=True)) == [PaymentStatus.FAILED]
-    assert confirmed_mails(reference) == []
 
     # The booking page says so too.
     page.get_by_role("link", name=reference).click()
@@ -339,7 +371,7 @@ def test_a_declined_card_keeps_the_hold_and_another_card_then_confirms_it(
         "payment_intent.amount_capturable_updated",
         "payment_intent.succeeded",
     )
-    assert_paid_once(reference, address, amount=200_00, currency="USD")
+    assert_paid_once(reference, "bruno@example.com", amount=200_00, currency="USD")
     statuses = Payment.objects.filter(booking__reference=reference).order_by("attempt")
     assert [p.status for p in statuses] == [PaymentStatus.FAILED, PaymentStatus.SUCCEEDED]
     assert not page_problems, page_problems
@@ -349,13 +381,17 @@ def test_a_card_that_asks_for_3d_secure_confirms_once_the_customer_authenticates
     page: Page, live_server: Any, shot: Shot, capsules: SlotClass, page_problems: PageProblems
 ) -> None:
     address = "chiyo@example.com"
-    verified_customer(address)
-    page.goto(url(live_server, "/"))
-    sign_in(page, address)
-
-    reference = hold_capsules(page, shot, capsules, quantity=2, currency="JPY", price="¥60,000")
-    open_pay_page(page, "¥60,000")
-    pay_by_card(page, THREE_D_SECURE, "¥60,000")
+    reference = returning_customer_pays(
+        page,
+        live_server,
+        shot,
+        capsules,
+        address=address,
+        quantity=2,
+        currency="JPY",
+        price="¥60,000",
+        card=THREE_D_SECURE,
+    )
 
     # The bank's step: the sandbox's Stripe.js opens its authentication dialog on the page.
     expect(page.locator("#payment-action")).to_contain_text("Your bank asks you to confirm")
@@ -365,9 +401,12 @@ def test_a_card_that_asks_for_3d_secure_confirms_once_the_customer_authenticates
     assert list(
         Payment.objects.filter(booking__reference=reference).values_list("status", flat=True)
     ) == [PaymentStatus.REQUIRES_ACTION]
-    authenticate.click()
+    # Whatever the dialog's outcome, the page posts back and the server asks the sandbox.
+    with page.expect_navigation():
+        authenticate.click()
 
     wait_until_confirmed(page, reference)
+    expect(page.locator(".messages")).to_contain_text("your payment of ¥60,000 went through")
     shot("confirmed")
     wait_for_webhooks("payment_intent.amount_capturable_updated", "payment_intent.succeeded")
     assert_paid_once(reference, address, amount=60_000, currency="JPY")
@@ -377,26 +416,20 @@ def test_a_card_that_asks_for_3d_secure_confirms_once_the_customer_authenticates
 def test_a_failed_3d_secure_step_keeps_the_hold_and_brings_the_card_form_back(
     page: Page, live_server: Any, shot: Shot, capsules: SlotClass, page_problems: PageProblems
 ) -> None:
-    address = "dara@example.com"
-    verified_customer(address)
-    page.goto(url(live_server, "/"))
-    sign_in(page, address)
-
-    reference = hold_capsules(page, shot, capsules, quantity=1, currency="JPY", price="¥30,000")
-    open_pay_page(page, "¥30,000")
-    pay_by_card(page, THREE_D_SECURE, "¥30,000")
+    reference = returning_customer_pays(
+        page,
+        live_server,
+        shot,
+        capsules,
+        address="dara@example.com",
+        quantity=1,
+        currency="JPY",
+        price="¥30,000",
+        card=THREE_D_SECURE,
+    )
     with page.expect_navigation():
         page.get_by_role("button", name="Fail authentication").click()
 
-    message = page.locator(".message--error")
-    expect(message).to_contain_text("Your booking is still held until")
-    expect(page.locator("#card-form")).to_be_visible()
-    expect(page.locator("#payment-action")).to_have_count(0)
+    assert_still_held_after_a_failed_attempt(page, reference)
     shot("authentication-failed")
-    booking = Booking.objects.get(reference=reference)
-    assert booking.status == BookingStatus.HELD
-    assert booking.hold_expires_at is not None
-    assert booking.hold_expires_at > timezone.now()
-    assert list(booking.payments.values_list("status", flat=True)) == [PaymentStatus.FAILED]
-    assert confirmed_mails(reference) == []
     assert not page_problems, page_problems
