@@ -219,7 +219,7 @@ def run_sale_opening(ctx: Context) -> list[Row]:
         masses_g=SALE_MASSES_G,
         min_mass_g=SALE_STEP_G,
         mass_step_g=SALE_STEP_G,
-        deadline_s=max(30.0, ctx.duration_s * 6),
+        deadline_s=max(60.0, ctx.duration_s * 10),
     )
     ceiling = _client_ceiling(ctx, spec)
     ctx.say(

@@ -161,7 +161,7 @@ def seed_catalogue(
     *,
     missions: int = 20,
     bookings_per_class: int = 40,
-    sale_capacity_g: int = 400_000,
+    sale_capacity_g: int = 120_000,
     resellers: int = 8,
     code_prefix: str = "B",
     now: datetime | None = None,
