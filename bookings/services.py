@@ -18,6 +18,7 @@ from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
 from accounts.models import ApiKey, CreditLimit, Organisation, User
+from bookings import waitlist  # a module import: waitlist imports this module too
 from bookings.exceptions import (
     BookingValidationError,
     ChannelNotAllowed,
@@ -177,6 +178,8 @@ def _release_lapsed_holds(slot_class: SlotClass, *, now: datetime) -> int:
         topic="bookings.expired",
         payload={"slot_class_id": slot_class.pk, "expired_at": now.isoformat()},
     )
+    # Freed capacity goes to the waitlist before any new hold (still under the class lock).
+    waitlist.waitlist_offer_freed_capacity(slot_class, now=now)
     return count
 
 
@@ -445,6 +448,8 @@ def booking_cancel(
             now=now,
         )
         _notify(booking, event)
+        # Freed capacity goes to the waitlist before any new hold (still under the class lock).
+        waitlist.waitlist_offer_freed_capacity(slot_class, now=now)
     logger.info("booking %s cancelled", booking.reference, extra={"booking": booking.reference})
     return booking
 
