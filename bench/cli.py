@@ -263,7 +263,9 @@ class Run:
             )
             self.server.start()
             say(f"gunicorn ready on 127.0.0.1:{ctx.port} ({WORKERS} sync workers)")
-            ctx.meter = CpuMeter(self.server.worker_pids, self._database_pids)
+            ctx.meter = CpuMeter(
+                self.server.worker_pids, self._database_pids, on_thread_exit=_close_connection
+            )
             try:
                 for scenario in self.args.scenarios:
                     if scenario.needs_server:
@@ -419,6 +421,13 @@ class Run:
             say(f"kept the bench database: {self.database.url}")
         if not self.args.keep_db:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def _close_connection() -> None:
+    # The meter's thread asks the database for its backends over a connection of its own.
+    from django.db import connection
+
+    connection.close()
 
 
 def _check_redis(url: str) -> None:

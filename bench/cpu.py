@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -51,13 +55,6 @@ def own_and_children_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-@dataclass
-class CpuSample:
-    app: dict[int, float] = field(default_factory=dict)
-    db: dict[int, float] = field(default_factory=dict)
-    loadgen_s: float = 0.0
-
-
 @dataclass(frozen=True)
 class CpuUse:
     app_s: float
@@ -69,28 +66,66 @@ class CpuUse:
 
 
 class CpuMeter:
-    """Samples the CPU of the given app and database processes; ``between`` turns two samples
-    into what was spent (a process that appeared in between counts from zero)."""
+    """Measures the CPU the app and database processes spend while some work runs.
 
-    def __init__(self, app_pids: Callable[[], list[int]], db_pids: Callable[[], list[int]]):
+    Processes come and go during a measurement (a database connection older than
+    ``CONN_MAX_AGE`` is replaced by a new backend), and a process that has exited can no
+    longer be read, so a background thread re-reads them every ``interval`` seconds and
+    keeps the last figure seen for each: at most one interval of a vanished process's CPU
+    is lost, and a process that appears counts from zero."""
+
+    def __init__(
+        self,
+        app_pids: Callable[[], list[int]],
+        db_pids: Callable[[], list[int]],
+        *,
+        interval: float = 0.5,
+        on_thread_exit: Callable[[], None] | None = None,
+    ) -> None:
         self.app_pids = app_pids
         self.db_pids = db_pids
+        self.interval = interval
+        self.on_thread_exit = on_thread_exit
 
-    def sample(self) -> CpuSample:
-        return CpuSample(
-            app={pid: process_cpu_seconds(pid) for pid in self.app_pids()},
-            db={pid: process_cpu_seconds(pid) for pid in self.db_pids()},
-            loadgen_s=own_and_children_cpu_seconds(),
-        )
+    def _read(self, pids: Callable[[], list[int]], into: dict[int, float]) -> None:
+        for pid in pids():
+            into[pid] = max(into.get(pid, 0.0), process_cpu_seconds(pid))
 
-    def between(self, before: CpuSample, after: CpuSample) -> CpuUse:
-        def spent(a: dict[int, float], b: dict[int, float]) -> float:
-            return sum(max(0.0, b[pid] - a.get(pid, 0.0)) for pid in b)
+    def measure(self, work: Callable[[], T]) -> tuple[T, CpuUse]:
+        start_app: dict[int, float] = {}
+        start_db: dict[int, float] = {}
+        self._read(self.app_pids, start_app)
+        self._read(self.db_pids, start_db)
+        seen_app, seen_db = dict(start_app), dict(start_db)
+        loadgen_before = own_and_children_cpu_seconds()
+        stop = threading.Event()
 
-        return CpuUse(
-            app_s=spent(before.app, after.app),
-            db_s=spent(before.db, after.db),
-            loadgen_s=max(0.0, after.loadgen_s - before.loadgen_s),
+        def poll() -> None:
+            try:
+                while not stop.wait(self.interval):
+                    self._read(self.app_pids, seen_app)
+                    self._read(self.db_pids, seen_db)
+            finally:
+                if self.on_thread_exit is not None:
+                    self.on_thread_exit()
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            result = work()
+        finally:
+            stop.set()
+            poller.join()
+        self._read(self.app_pids, seen_app)
+        self._read(self.db_pids, seen_db)
+
+        def spent(start: dict[int, float], seen: dict[int, float]) -> float:
+            return sum(max(0.0, cpu - start.get(pid, 0.0)) for pid, cpu in seen.items())
+
+        return result, CpuUse(
+            app_s=spent(start_app, seen_app),
+            db_s=spent(start_db, seen_db),
+            loadgen_s=max(0.0, own_and_children_cpu_seconds() - loadgen_before),
         )
 
 

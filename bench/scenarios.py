@@ -62,9 +62,7 @@ class Context:
         """Run ``work`` and return what the server's processes spent on it."""
         if self.meter is None:
             return work(), None
-        before = self.meter.sample()
-        result = work()
-        return result, self.meter.between(before, self.meter.sample())
+        return self.meter.measure(work)
 
 
 Runner = Callable[[Context], list[Row]]
