@@ -270,3 +270,81 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
     },
 }
+
+# --- Security and operations ------------------------------------------------------------
+# Headers on every response (SecurityMiddleware, XFrameOptionsMiddleware, django-csp);
+# production.py adds HSTS, secure cookies and the HTTPS redirect.
+from typing import Any  # noqa: E402
+from urllib.parse import urlparse  # noqa: E402
+
+from csp.constants import NONE, SELF, UNSAFE_INLINE  # noqa: E402
+
+from config.logging import logging_config  # noqa: E402 (standard library only)
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# Same-origin requests keep the full URL; other origins (Stripe) see the origin only, so a
+# booking reference in a path never leaves the site.
+SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
+X_FRAME_OPTIONS = "DENY"  # the admin too: no page of ours is ever framed
+SESSION_COOKIE_HTTPONLY = True
+
+STRIPE_JS_ORIGINS = ["https://js.stripe.com", "https://*.js.stripe.com"]
+STRIPE_FRAME_ORIGINS = [*STRIPE_JS_ORIGINS, "https://hooks.stripe.com"]
+STRIPE_API_ORIGINS = ["https://api.stripe.com"]
+
+
+def content_security_policy(*, stripe_api_base: str | None = None) -> dict[str, Any]:
+    """The ``CONTENT_SECURITY_POLICY`` setting (django-csp 4): same-origin, plus what pages
+    need and nothing else:
+
+    - the pay page's Stripe.js: its script, card and 3-D Secure frames and API; with
+      ``stripe_api_base`` (a local sandbox) that origin's Stripe.js and API too;
+    - inline styles: the capacity bars size themselves with ``style`` attributes and Swagger
+      UI ships a ``<style>`` block; ``data:`` images are Swagger UI's icons;
+    - the API docs: drf-spectacular's Swagger UI page starts itself with an inline script
+      holding the request's CSRF token, which no hash can name, so inline ``<script>``
+      elements are allowed until the docs use ``SpectacularSwaggerSplitView`` (its start-up
+      script comes from 'self'); inline event handlers (``onclick=``) stay forbidden.
+    """
+    sandbox = []
+    if stripe_api_base:
+        parsed = urlparse(stripe_api_base)
+        sandbox = [f"{parsed.scheme}://{parsed.netloc}"]
+    return {
+        "DIRECTIVES": {
+            "default-src": [SELF],
+            "script-src": [SELF, UNSAFE_INLINE, *STRIPE_JS_ORIGINS, *sandbox],
+            "script-src-attr": [NONE],
+            "style-src": [SELF, UNSAFE_INLINE],
+            "img-src": [SELF, "data:"],
+            "font-src": [SELF],
+            "connect-src": [SELF, *STRIPE_API_ORIGINS, *sandbox],
+            "frame-src": STRIPE_FRAME_ORIGINS,
+            "frame-ancestors": [NONE],
+            "form-action": [SELF],
+            "base-uri": [SELF],
+            "object-src": [NONE],
+        }
+    }
+
+
+# Settings that point STRIPE_API_BASE at a sandbox after this line (local.py, test.py)
+# recompute the policy: content_security_policy(stripe_api_base=STRIPE_API_BASE).
+CONTENT_SECURITY_POLICY = content_security_policy(
+    stripe_api_base=globals().get("STRIPE_API_BASE") or None
+)
+# Outermost but for SecurityMiddleware: a middleware that answers early (a redirect to a
+# second factor, a static file) skips the ones after it, and every answer needs the header.
+MIDDLEWARE = [MIDDLEWARE[0], "csp.middleware.CSPMiddleware", *MIDDLEWARE[1:]]
+
+# Login throttling (allauth, counted in the cache): five failed logins for one e-mail
+# address, or from one IP address, within five minutes, and that address (or IP) cannot
+# sign in, right password or not, until the window has passed.
+ACCOUNT_RATE_LIMITS = {"login_failed": "5/5m/ip,5/5m/key"}
+
+# Logs: MOONSLOT_LOG_FORMAT=json writes one JSON object per line (config/logging.py); every
+# handler adds the booking reference and redacts credentials.
+LOGGING = logging_config(
+    fmt=env("MOONSLOT_LOG_FORMAT", default="plain"),
+    level=env("DJANGO_LOG_LEVEL", default="INFO"),
+)
