@@ -291,7 +291,12 @@ class Run:
                 if key != "scenarios"
             }
             | {"scenarios": [s.name for s in self.args.scenarios]},
-            "machine": report.machine_info() | {"load_average_at_start": self.load_at_start},
+            "machine": report.machine_info()
+            | {
+                "load_average_at_start": self.load_at_start,
+                "database": stack["database"],
+                "redis": stack["redis"],
+            },
             "stack": stack,
             "baseline_rps": ctx.baseline_rps,
             "scenarios": [row.as_dict() for row in self.rows],

@@ -110,8 +110,9 @@ def ensure_wrk(say: Callable[[str], None]) -> str | None:
 
 def wrk_version(wrk: str) -> str:
     result = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
-    first = (result.stdout or result.stderr).strip().splitlines()
-    return first[0] if first else "wrk"
+    # "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer": the name and version.
+    words = (result.stdout or result.stderr).split()
+    return " ".join(words[:2]) if words else "wrk"
 
 
 def run_wrk(
