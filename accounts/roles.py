@@ -1,0 +1,185 @@
+"""Staff roles of the back office, as auth groups with exact permission sets.
+
+A role is data: a group name and the permissions it grants. ``roles_sync`` makes the
+database match it (creates what is missing, removes what a group should not have), so it is
+safe to run again; the data migration runs it once and ``manage.py setup_roles`` re-runs it
+after a role changes here.
+
+Booking transitions are custom permissions on the Booking content type, created here rather
+than in ``Booking.Meta.permissions``: the admin and services check them with
+``user.has_perm("bookings.confirm_booking")`` like any other permission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.apps import apps as global_apps
+
+# (app label, model name, codename) → name shown in the admin's permission picker.
+CUSTOM_PERMISSIONS: dict[tuple[str, str, str], str] = {
+    ("bookings", "booking", "hold_booking"): "Can place holds for customers",
+    ("bookings", "booking", "confirm_booking"): "Can confirm bookings",
+    ("bookings", "booking", "cancel_booking"): "Can cancel bookings",
+    ("bookings", "booking", "refund_above_threshold"): (
+        "Can cancel with a refund above the approval threshold"
+    ),
+    ("bookings", "booking", "review_payload"): "Can change a payload's review status",
+}
+
+HOLD_BOOKING = "bookings.hold_booking"
+CONFIRM_BOOKING = "bookings.confirm_booking"
+CANCEL_BOOKING = "bookings.cancel_booking"
+REFUND_ABOVE_THRESHOLD = "bookings.refund_above_threshold"
+REVIEW_PAYLOAD = "bookings.review_payload"
+
+
+def _view(app_label: str, *models: str) -> frozenset[str]:
+    return frozenset(f"{app_label}.view_{model}" for model in models)
+
+
+CATALOGUE_VIEW = _view(
+    "marketplace",
+    "landermodel",
+    "landerposition",
+    "mission",
+    "schedulechange",
+    "slotclass",
+    "slotclassprice",
+    "cancellationtier",
+)
+BOOKINGS_VIEW = _view("bookings", "booking", "payloaddeclaration", "bookingevent")
+PAYMENTS_VIEW = _view("bookings", "payment", "refund")
+CUSTOMERS_VIEW = _view("accounts", "organisation", "creditlimit", "membership")
+
+SALES_PERMISSIONS = (
+    CATALOGUE_VIEW
+    | BOOKINGS_VIEW
+    | PAYMENTS_VIEW
+    | CUSTOMERS_VIEW
+    | {HOLD_BOOKING, CONFIRM_BOOKING, CANCEL_BOOKING}
+    # Schedule changes are made on the mission's change page (marketplace.services).
+    | {"marketplace.change_mission"}
+    # TODO(payments): the permission to record an offline payment, once that service exists.
+    # TODO(schedule changes): re-accommodation offers; TODO(waitlist): offering freed room.
+)
+
+SALES_MANAGER_PERMISSIONS = SALES_PERMISSIONS | {
+    # Prices, capacity and cancellation policies live on the slot class page.
+    "marketplace.change_slotclass",
+    "marketplace.add_slotclassprice",
+    "marketplace.change_slotclassprice",
+    "marketplace.delete_slotclassprice",
+    "marketplace.add_cancellationtier",
+    "marketplace.change_cancellationtier",
+    "marketplace.delete_cancellationtier",
+    REFUND_ABOVE_THRESHOLD,
+    # Reseller API keys: issued on add, revoked with the change permission.
+    "accounts.view_apikey",
+    "accounts.add_apikey",
+    "accounts.change_apikey",
+    "admin.view_logentry",
+}
+
+OPERATIONS_PERMISSIONS = (
+    CATALOGUE_VIEW | BOOKINGS_VIEW | {REVIEW_PAYLOAD, "marketplace.change_mission"}
+    # TODO(manifests): view and build manifests once the Manifest model exists.
+)
+
+FINANCE_PERMISSIONS = (
+    CATALOGUE_VIEW
+    | BOOKINGS_VIEW
+    | PAYMENTS_VIEW
+    | CUSTOMERS_VIEW
+    | _view("bookings", "stripeevent")
+    | {"accounts.view_apikey", "admin.view_logentry"}
+)
+
+
+@dataclass(frozen=True)
+class Role:
+    group_name: str
+    permissions: frozenset[str]
+
+
+SALES = Role("Sales", frozenset(SALES_PERMISSIONS))
+SALES_MANAGER = Role("Sales manager", frozenset(SALES_MANAGER_PERMISSIONS))
+OPERATIONS = Role("Operations", frozenset(OPERATIONS_PERMISSIONS))
+FINANCE = Role("Finance (read-only)", frozenset(FINANCE_PERMISSIONS))
+ROLES: tuple[Role, ...] = (SALES, SALES_MANAGER, OPERATIONS, FINANCE)
+
+DEFAULT_ACTIONS = ("add", "change", "delete", "view")
+
+
+class UnknownPermission(LookupError):
+    pass
+
+
+def _content_type(apps: Any, app_label: str, model: str) -> Any:
+    content_type_model = apps.get_model("contenttypes", "ContentType")
+    content_type, _ = content_type_model.objects.get_or_create(app_label=app_label, model=model)
+    return content_type
+
+
+def _model_permission(apps: Any, app_label: str, codename: str) -> Any:
+    """A model's default permission, created if ``post_migrate`` has not run yet (a fresh
+    database runs this from a migration, before Django creates any permission)."""
+    permission_model = apps.get_model("auth", "Permission")
+    action, _, model_name = codename.partition("_")
+    if action not in DEFAULT_ACTIONS:
+        raise UnknownPermission(f"{app_label}.{codename} is neither custom nor a model default")
+    try:
+        model = apps.get_model(app_label, model_name)
+    except LookupError as exc:
+        raise UnknownPermission(f"{app_label}.{codename}: no model {model_name!r}") from exc
+    content_type = _content_type(apps, app_label, model._meta.model_name)
+    permission, _ = permission_model.objects.get_or_create(
+        content_type=content_type,
+        codename=codename,
+        defaults={"name": f"Can {action} {model._meta.verbose_name_raw}"},
+    )
+    return permission
+
+
+def _custom_permissions(apps: Any) -> dict[str, Any]:
+    permission_model = apps.get_model("auth", "Permission")
+    found = {}
+    for (app_label, model, codename), name in CUSTOM_PERMISSIONS.items():
+        permission, _ = permission_model.objects.update_or_create(
+            content_type=_content_type(apps, app_label, model),
+            codename=codename,
+            defaults={"name": name},
+        )
+        found[f"{app_label}.{codename}"] = permission
+    return found
+
+
+def roles_sync(*, apps: Any = global_apps) -> dict[str, list[str]]:
+    """Make each role's group hold exactly its permissions. ``apps`` is a migration's
+    historical registry or the global one. Returns, per group, what changed
+    (``+perm`` / ``-perm``), empty when everything already matched.
+
+    Raises ``UnknownPermission`` for a permission no installed model or custom definition
+    provides, so a typo in a role cannot silently grant nothing."""
+    group_model = apps.get_model("auth", "Group")
+    custom = _custom_permissions(apps)
+    changes: dict[str, list[str]] = {}
+    for role in ROLES:
+        wanted = {}
+        for dotted in sorted(role.permissions):
+            app_label, _, codename = dotted.partition(".")
+            wanted[dotted] = custom.get(dotted) or _model_permission(apps, app_label, codename)
+        group, _ = group_model.objects.get_or_create(name=role.group_name)
+        current = {
+            f"{p.content_type.app_label}.{p.codename}": p
+            for p in group.permissions.select_related("content_type")
+        }
+        added = sorted(set(wanted) - set(current))
+        removed = sorted(set(current) - set(wanted))
+        if added:
+            group.permissions.add(*(wanted[name] for name in added))
+        if removed:
+            group.permissions.remove(*(current[name] for name in removed))
+        changes[role.group_name] = [f"+{n}" for n in added] + [f"-{n}" for n in removed]
+    return changes
