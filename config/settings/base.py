@@ -348,3 +348,13 @@ LOGGING = logging_config(
     fmt=env("MOONSLOT_LOG_FORMAT", default="plain"),
     level=env("DJANGO_LOG_LEVEL", default="INFO"),
 )
+
+# --- Admin back office ------------------------------------------------------------------
+# Staff open the admin only after a second factor (accounts/mfa.py); it runs after the
+# authentication and allauth middleware, which it reads.
+MIDDLEWARE = [*MIDDLEWARE, "accounts.mfa.StaffMfaMiddleware"]
+# The issuer shown in authenticator apps (otherwise allauth asks the request for a site name).
+MFA_TOTP_ISSUER = "Moonslot"
+# Cancelling with a refund above this (minor units, per currency) needs a sales manager
+# (``bookings.refund_above_threshold``). A currency missing here always needs one.
+MOONSLOT_REFUND_APPROVAL_THRESHOLD = {"JPY": 5_000_000, "USD": 50_000_00}

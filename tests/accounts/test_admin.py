@@ -11,6 +11,7 @@ from django.test import Client
 
 from accounts.models import ApiKey, CreditLimit, Organisation, OrganisationKind, User
 from accounts.services import InvalidApiKey, api_key_authenticate, api_key_issue
+from tests.admin.helpers import admin_client_with_mfa
 from tests.factories import (
     MembershipFactory,
     OrganisationFactory,
@@ -28,9 +29,8 @@ def staff() -> User:
 
 @pytest.fixture
 def client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
+    # The admin opens only after a second factor (accounts/mfa.py).
+    return admin_client_with_mfa(staff)
 
 
 def management_form(prefix: str, initial: int = 0) -> dict[str, str]:

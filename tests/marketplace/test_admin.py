@@ -20,6 +20,7 @@ from marketplace.models import (
     SlotClass,
     SlotClassPrice,
 )
+from tests.admin.helpers import admin_client_with_mfa
 from tests.factories import (
     LanderModelFactory,
     LanderPositionFactory,
@@ -176,9 +177,8 @@ def staff() -> User:
 
 @pytest.fixture
 def client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
+    # The admin opens only after a second factor (accounts/mfa.py).
+    return admin_client_with_mfa(staff)
 
 
 @pytest.fixture
