@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from bookings import admin_views
 from config.health import healthz
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -13,6 +14,16 @@ api_v1: list[URLPattern | URLResolver] = [
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path(
+        "admin/dashboard/",
+        admin.site.admin_view(admin_views.dashboard),
+        name="backoffice_dashboard",
+    ),
+    path(
+        "admin/audit-log/",
+        admin.site.admin_view(admin_views.audit_log),
+        name="backoffice_audit_log",
+    ),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),

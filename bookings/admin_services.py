@@ -1,0 +1,164 @@
+"""Writes the sales back office needs beside the booking transitions: a payload's review
+status (run by operations) and re-sending a booking's notice. Transitions themselves stay in
+``bookings.services``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from bookings.exceptions import BookingError, InvalidTransition
+from bookings.locks import booking_qs_for_update
+from bookings.models import (
+    Booking,
+    BookingEvent,
+    BookingStatus,
+    EventType,
+    OutboxMessage,
+    PayloadDeclaration,
+    ReviewStatus,
+)
+from bookings.outbox import outbox_write
+from bookings.services import Actor
+
+# The review runs beside the booking: forward through the checks, back a step when
+# operations need more data, and out again from a rejection once the customer fixes it.
+# TODO(models): move beside BOOKING_TRANSITIONS in bookings/models.py.
+PAYLOAD_REVIEW_TRANSITIONS: dict[str, set[str]] = {
+    ReviewStatus.DECLARED: {
+        ReviewStatus.DATA_COMPLETE,
+        ReviewStatus.SAFETY_REVIEW,
+        ReviewStatus.REJECTED,
+    },
+    ReviewStatus.DATA_COMPLETE: {
+        ReviewStatus.DECLARED,
+        ReviewStatus.SAFETY_REVIEW,
+        ReviewStatus.EXPORT_REVIEW,
+        ReviewStatus.ACCEPTED,
+        ReviewStatus.REJECTED,
+    },
+    ReviewStatus.SAFETY_REVIEW: {
+        ReviewStatus.DATA_COMPLETE,
+        ReviewStatus.EXPORT_REVIEW,
+        ReviewStatus.ACCEPTED,
+        ReviewStatus.REJECTED,
+    },
+    ReviewStatus.EXPORT_REVIEW: {
+        ReviewStatus.DATA_COMPLETE,
+        ReviewStatus.SAFETY_REVIEW,
+        ReviewStatus.ACCEPTED,
+        ReviewStatus.REJECTED,
+    },
+    ReviewStatus.ACCEPTED: {
+        ReviewStatus.SAFETY_REVIEW,
+        ReviewStatus.REJECTED,
+        ReviewStatus.INTEGRATED,
+    },
+    ReviewStatus.REJECTED: {ReviewStatus.DATA_COMPLETE, ReviewStatus.SAFETY_REVIEW},
+    ReviewStatus.INTEGRATED: {ReviewStatus.FLOWN},
+    ReviewStatus.FLOWN: set(),
+}
+
+# Bookings whose payload is still reviewed; a cancelled or expired one no longer flies.
+REVIEWABLE_BOOKING_STATUSES = (BookingStatus.HELD, BookingStatus.CONFIRMED)
+
+
+class PayloadNotReviewable(BookingError):
+    code = "invalid_state"
+
+
+class NothingToResend(BookingError):
+    code = "invalid_state"
+
+
+def payload_review_change(
+    *,
+    booking_id: int,
+    to_status: str,
+    actor: Actor,
+    reason: str = "",
+    now: datetime | None = None,
+) -> PayloadDeclaration:
+    """Move a booking's payload review to ``to_status`` and record a
+    ``payload.review_changed`` event (who, from, to, why). Setting the status it already has
+    changes nothing and records nothing.
+
+    Raises ``PayloadNotReviewable`` for a cancelled or expired booking (a lapsed hold
+    included), ``InvalidTransition`` for a step ``PAYLOAD_REVIEW_TRANSITIONS`` does not allow.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        # Same lock order as booking_payload_update: the booking, then its declaration.
+        booking = booking_qs_for_update().get(pk=booking_id)
+        declaration = PayloadDeclaration.objects.select_for_update().get(booking=booking)
+        previous = declaration.review_status
+        if previous == to_status:
+            return declaration
+        status = booking.status_at(now)
+        if status not in REVIEWABLE_BOOKING_STATUSES:
+            raise PayloadNotReviewable(
+                f"Booking {booking.reference} is {status}: its payload is no longer reviewed."
+            )
+        if to_status not in PAYLOAD_REVIEW_TRANSITIONS.get(previous, set()):
+            raise InvalidTransition(from_status=previous, to_status=to_status)
+        declaration.review_status = to_status
+        declaration.save(update_fields=["review_status", "updated_at"])
+        BookingEvent.objects.create(
+            booking=booking,
+            organisation_id=booking.organisation_id,
+            type=EventType.PAYLOAD_REVIEW_CHANGED,
+            actor=actor.label,
+            actor_user=actor.user,
+            # The events feed shows ``data`` to resellers; the reason stays internal.
+            data={"from": previous, "to": to_status},
+            reason=reason,
+            created_at=now,
+        )
+        # TODO(offload): a rejected payload is offloaded with the refund its class's policy
+        # gives; offer that cancellation to sales here once the offload flow exists.
+    return declaration
+
+
+RESEND_EVENT_TYPES = {
+    BookingStatus.CONFIRMED: EventType.BOOKING_CONFIRMED,
+    BookingStatus.HELD: EventType.BOOKING_HELD,
+}
+
+
+def booking_notice_resend(
+    *, booking_id: int, actor: Actor, now: datetime | None = None
+) -> OutboxMessage:
+    """Queue the booking's current notice again (its confirmation, or for a live hold the
+    hold notice) for the recipients ``bookings.notifications`` picks. Each call queues one
+    e-mail: a resend is deliberate, so there is no dedupe key.
+
+    Raises ``NothingToResend`` for a cancelled or expired booking."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        booking = Booking.objects.get(pk=booking_id)
+        status = booking.status_at(now)
+        event_type = RESEND_EVENT_TYPES.get(BookingStatus(status))
+        if event_type is None:
+            raise NothingToResend(
+                f"Booking {booking.reference} is {status}: there is no notice to resend."
+            )
+        event_id = (
+            BookingEvent.objects.filter(booking=booking, type=event_type)
+            .order_by("-pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        message = outbox_write(
+            topic="booking.notify",
+            payload={
+                "booking_id": booking.pk,
+                "event_id": event_id,
+                "type": str(event_type),
+                "resent_by": actor.label,
+            },
+        )
+    if message is None:  # only a dedupe key can make outbox_write return None
+        raise RuntimeError("outbox_write wrote nothing without a dedupe key")
+    return message
