@@ -69,3 +69,30 @@ def payments_reconcile_task() -> dict[str, int]:
         "refunded_bookings": report.refunded_bookings,
         "errors": report.errors,
     }
+
+
+# --- waitlists and reseller webhooks (bookings.waitlist, bookings.webhooks_out) ----------
+from bookings import waitlist, webhooks_out  # noqa: E402 (webhooks_out registers a handler)
+
+
+@shared_task(name="bookings.tasks.waitlists_sweep", acks_late=True)
+def waitlists_sweep_task() -> int:
+    return waitlist.waitlists_sweep()
+
+
+@shared_task(name="bookings.tasks.webhooks_fan_out", acks_late=True)
+def webhooks_fan_out_task() -> int:
+    """Write the deliveries of new events, then hand each endpoint with a due delivery to
+    its own task (one endpoint's slow receiver does not hold up the others)."""
+    created = webhooks_out.webhooks_fan_out()
+    for endpoint_id in webhooks_out.webhook_endpoints_due():
+        webhook_endpoint_deliver_task.delay(endpoint_id)
+    return created
+
+
+# No autoretry: each delivery row keeps its own retry schedule (webhooks_out.retry_delay).
+@shared_task(
+    name="bookings.tasks.webhook_endpoint_deliver", acks_late=True, reject_on_worker_lost=True
+)
+def webhook_endpoint_deliver_task(endpoint_id: int) -> int:
+    return webhooks_out.webhook_endpoint_deliver(endpoint_id=endpoint_id)

@@ -413,7 +413,8 @@ def waitlists_sweep(*, now: datetime | None = None) -> int:
     # Lapsed holds are the expiry sweep's to release (which serves the queue); here, only
     # what no freeing path sees: free capacity by the counters, and offers to settle.
     waiting = WaitlistEntry.objects.filter(
-        status=WaitlistStatus.WAITING, slot_class__taken_g__lt=F("slot_class__capacity_g")
+        status=WaitlistStatus.WAITING,
+        mass_g__lte=F("slot_class__capacity_g") - F("slot_class__taken_g"),
     )
     settled = WaitlistEntry.objects.filter(status=WaitlistStatus.OFFERED).filter(
         ~Q(offer_booking__status=BookingStatus.HELD)

@@ -46,3 +46,15 @@ app.conf.beat_schedule["reconcile-payments"] = {
     "task": "bookings.tasks.payments_reconcile",
     "schedule": max(SWEEP, timedelta(seconds=60)),
 }
+
+# Waitlists: serve queues that no freeing path saw (capacity raised by sales, a sale
+# reopened) and write the outcome of confirmed offers. Reseller webhooks: fan new feed events
+# out to the registered URLs and send what is due, retries included.
+app.conf.beat_schedule["sweep-waitlists"] = {
+    "task": "bookings.tasks.waitlists_sweep",
+    "schedule": SWEEP,
+}
+app.conf.beat_schedule["fan-out-webhooks"] = {
+    "task": "bookings.tasks.webhooks_fan_out",
+    "schedule": min(SWEEP, timedelta(seconds=10)),
+}
