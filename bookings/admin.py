@@ -46,6 +46,7 @@ from bookings.admin_services import (
     PAYLOAD_REVIEW_TRANSITIONS,
     booking_notice_resend,
     payload_review_change,
+    refund_needs_manager,
 )
 from bookings.admin_views import csv_datetime, csv_response
 from bookings.exceptions import BookingError, BookingValidationError
@@ -70,14 +71,6 @@ MAX_HOLD_DAYS = 90
 
 def _actor(request: HttpRequest) -> Actor:
     return Actor.for_user(cast(User, request.user))
-
-
-def refund_needs_manager(refund: Money) -> bool:
-    """Whether cancelling with ``refund`` needs ``bookings.refund_above_threshold``."""
-    if refund.amount <= 0:
-        return False
-    limit = settings.MOONSLOT_REFUND_APPROVAL_THRESHOLD.get(refund.currency)
-    return limit is None or refund.amount > limit
 
 
 # --- list filters -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,6 +23,7 @@ from bookings.models import (
 )
 from bookings.outbox import outbox_write
 from bookings.services import Actor
+from marketplace.money import Money
 
 # The review runs beside the booking: forward through the checks, back a step when
 # operations need more data, and out again from a rejection once the customer fixes it.
@@ -63,6 +65,16 @@ PAYLOAD_REVIEW_TRANSITIONS: dict[str, set[str]] = {
 
 # Bookings whose payload is still reviewed; a cancelled or expired one no longer flies.
 REVIEWABLE_BOOKING_STATUSES = (BookingStatus.HELD, BookingStatus.CONFIRMED)
+
+
+def refund_needs_manager(refund: Money) -> bool:
+    """Whether cancelling with ``refund`` needs ``bookings.refund_above_threshold``: a refund
+    above ``MOONSLOT_REFUND_APPROVAL_THRESHOLD`` in its currency, or any refund in a currency
+    the setting does not name."""
+    if refund.amount <= 0:
+        return False
+    limit = settings.MOONSLOT_REFUND_APPROVAL_THRESHOLD.get(refund.currency)
+    return limit is None or refund.amount > limit
 
 
 class PayloadNotReviewable(BookingError):

@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Organisation, User
+from bookings.admin_services import refund_needs_manager
 from bookings.models import (
     Booking,
     BookingEvent,
@@ -26,6 +27,7 @@ from bookings.models import (
 )
 from bookings.services import Actor, booking_confirm, booking_hold
 from marketplace.models import Channel, Mission, MissionStatus, SlotClass
+from marketplace.money import Money
 from tests.admin.helpers import admin_client_with_mfa, bulk_bookings, read_streamed_csv
 from tests.factories import (
     MissionFactory,
@@ -731,3 +733,19 @@ def test_sales_find_the_customer_organisation_by_name_in_the_hold_form(
     assert found.status_code == 200
     assert [r["text"] for r in found.json()["results"]] == ["Selene Robotics"]
     assert by_operations.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("refund", "needs"),
+    [
+        (Money(0, "EUR"), False),
+        (Money(5_000_000, "JPY"), False),
+        (Money(5_000_001, "JPY"), True),
+        (Money(50_000_00, "USD"), False),
+        (Money(1, "EUR"), True),  # a currency without a threshold always needs a manager
+    ],
+)
+def test_the_refund_approval_threshold(refund: Money, needs: bool, settings: Any) -> None:
+    settings.MOONSLOT_REFUND_APPROVAL_THRESHOLD = {"JPY": 5_000_000, "USD": 50_000_00}
+
+    assert refund_needs_manager(refund) is needs
