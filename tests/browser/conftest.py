@@ -16,13 +16,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
+from django.core.servers.basehttp import WSGIServer
+from pytest_django.live_server_helper import LiveServer
 
 from tests.conftest import missing
 from tests.stripe_fake import (  # noqa: F401 (the sandbox's fixtures, for this package)
@@ -203,6 +207,57 @@ def shot(page: Page, request: pytest.FixtureRequest) -> Shot:
     return take
 
 
+# --- the live server -----------------------------------------------------------------------
+
+# Held while the live server answers a request, and by a test while it reads the database.
+SITE_LOCK = threading.Lock()
+
+
+class SerialWSGIServer(WSGIServer):
+    """Answers one request at a time, under ``SITE_LOCK``.
+
+    On an in-memory SQLite database the live server and the test share one connection
+    (there is no other way to see the same data), and one connection used from two
+    threads at once fails ("database table is locked") or mixes their transactions. Two
+    webhooks arriving together, or a test reading while a webhook is processed, would do
+    exactly that. PostgreSQL needs none of this: there the server stays threaded.
+    """
+
+    def __init__(self, *args: Any, connections_override: Any = None, **kwargs: Any) -> None:
+        # The server's own thread already uses the shared connection.
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with SITE_LOCK:
+            super().process_request(request, client_address)
+
+
+@contextmanager
+def quiet_site() -> Iterator[None]:
+    """Read the database between two of the live server's requests, never during one."""
+    with SITE_LOCK:
+        yield
+
+
+@pytest.fixture(scope="session")
+def live_server(django_db_setup: None) -> Iterator[LiveServer]:
+    """pytest-django's live server, answering one request at a time on in-memory SQLite.
+
+    It is made after the test database (pytest would otherwise start this session fixture
+    first): only then can it find the in-memory connection to share, instead of opening
+    connections of its own that lock each other's tables.
+    """
+    server = LiveServer("localhost", start=False)
+    if server.thread.connections_override:
+        # Typed as the threaded server; any server taking the same arguments will do.
+        server.thread.server_class = SerialWSGIServer  # type: ignore[assignment]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def allow_sandbox_in_policy(settings: Any, base_url: str) -> None:
     """Let the pay page load the sandbox's Stripe.js and call its API, as the content
     security policy does for a sandbox named when the settings load (this one's port is only
@@ -219,7 +274,7 @@ def allow_sandbox_in_policy(settings: Any, base_url: str) -> None:
 
 @pytest.fixture
 def sandbox_webhooks(
-    live_server: Any,
+    live_server: LiveServer,
     stripe_sandbox: Sandbox,  # noqa: F811 (the fixture imported above)
     settings: Any,
 ) -> Iterator[str]:
@@ -243,3 +298,5 @@ def sandbox_webhooks(
         requests.post(
             register, json={"url": url, "secret": WEBHOOK_SECRET, "events": []}, timeout=5
         ).raise_for_status()
+        with quiet_site():
+            pass  # a webhook being answered now finishes before the database is emptied
