@@ -30,7 +30,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bench import db as bench_db
@@ -39,6 +39,9 @@ from bench.cpu import CpuMeter, postgres_backend_pids
 from bench.report import Row
 from bench.scenarios import SCENARIO_BY_NAME, SCENARIOS, Context, Scenario, skipped_row
 from bench.server import Gunicorn, free_port
+
+if TYPE_CHECKING:  # bench.seed imports models, which need Django set up first
+    from bench.seed import Catalogue
 
 # Per second, not per minute: all the load comes from one address and a handful of keys, and
 # DRF keeps one timestamp per request in the window, so a per-minute limit high enough never
@@ -212,7 +215,7 @@ class Run:
         call_command("migrate", interactive=False, verbosity=0)
         say(f"migrated the bench database in {time.perf_counter() - started:.1f}s")
 
-    def seed(self) -> Any:
+    def seed(self) -> Catalogue:
         from bench.seed import analyze_tables, seed_catalogue
 
         started = time.perf_counter()
