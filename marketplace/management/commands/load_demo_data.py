@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.mfa import demo_staff_totp_setup
 from accounts.models import ApiKey, Organisation, User
 from accounts.services import api_key_issue, personal_organisation_create, reseller_get_or_create
 from marketplace.exceptions import AllocationExceeded
@@ -383,6 +384,9 @@ class Command(BaseCommand):
         lines = ["", "Demo credentials"]
         admin, created = self._user(ADMIN_EMAIL, ADMIN_SECRET, name="Demo Admin", staff=True)
         lines.append(self._credentials("Admin (/admin/)", admin, ADMIN_SECRET, created))
+        # Staff need a second factor before the admin opens; the demo's is a known secret.
+        lines.append(demo_staff_totp_setup(admin))
+        lines.append("    Current code: .venv/bin/python manage.py demo_totp_code")
         customer, created = self._user(CUSTOMER_EMAIL, CUSTOMER_SECRET, name="Demo Customer")
         personal_organisation_create(user=customer)
         lines.append(self._credentials("Customer (web)", customer, CUSTOMER_SECRET, created))
