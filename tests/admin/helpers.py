@@ -108,7 +108,10 @@ def admin_client_with_mfa(user: User) -> Client:
     client = Client()
     client.force_login(user)
     response = complete_second_factor(client, user)
-    assert response.status_code == 302, "the second factor was refused"
+    assert response.status_code == 302, (
+        f"the second factor was refused: {response.status_code} "
+        f"{response.get('Location', '')} {response.content[:500]!r}"
+    )
     return client
 
 
