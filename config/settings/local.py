@@ -1,5 +1,6 @@
 """Local development: runs with no environment at all (SQLite, eager tasks, console mail)."""
 
+from . import base
 from .base import *
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
@@ -7,8 +8,8 @@ DEBUG = env.bool("DJANGO_DEBUG", default=True)
 # --- Stripe ---------------------------------------------------------------------------
 # With no Stripe keys in the environment, pay against the sandbox
 # (``python manage.py run_stripe_sandbox``) with its test keys.
-if not STRIPE_SECRET_KEY:
+if not base.STRIPE_SECRET_KEY:
     STRIPE_SECRET_KEY = "sk_test_local"  # noqa: S105 (the sandbox accepts any sk_ key)
     STRIPE_PUBLISHABLE_KEY = "pk_test_local"
-    STRIPE_WEBHOOK_SECRET = STRIPE_WEBHOOK_SECRET or "whsec_local"
-    STRIPE_API_BASE = STRIPE_API_BASE or "http://127.0.0.1:12111"
+    STRIPE_WEBHOOK_SECRET = base.STRIPE_WEBHOOK_SECRET or "whsec_local"
+    STRIPE_API_BASE = base.STRIPE_API_BASE or "http://127.0.0.1:12111"
