@@ -3,7 +3,7 @@
 
 from django.urls import URLPattern, URLResolver, path
 
-from bookings import views
+from bookings import views, waitlist_views
 
 app_name = "bookings"
 
@@ -12,6 +12,17 @@ urlpatterns: list[URLPattern | URLResolver] = [
         "missions/<slug:code>/book/<int:slot_class_id>/",
         views.booking_new,
         name="new",
+    ),
+    path(
+        "missions/<slug:code>/waitlist/<int:slot_class_id>/",
+        waitlist_views.waitlist_join_view,
+        name="waitlist-join",
+    ),
+    path("waitlist/", waitlist_views.waitlist_list_view, name="waitlist"),
+    path(
+        "waitlist/<int:entry_id>/withdraw/",
+        waitlist_views.waitlist_withdraw_view,
+        name="waitlist-withdraw",
     ),
     path("bookings/", views.booking_list, name="list"),
     # A slug keeps stray bytes out of the lookup; references are matched in any case.

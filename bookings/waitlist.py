@@ -132,6 +132,7 @@ def waitlist_join(
     currency: str,
     mass_g: int | None = None,
     quantity: int | None = None,
+    reuse_identical: bool = False,
     now: datetime | None = None,
 ) -> WaitlistEntry:
     """Join a slot class's waitlist for a mass (per-kg classes) or a quantity (per-unit).
@@ -142,7 +143,9 @@ def waitlist_join(
     capacity that is free. Raises ``SlotClass.DoesNotExist``, ``ChannelNotAllowed``,
     ``SalesClosed``, ``CurrencyNotOffered``, ``BookingValidationError`` (also for too many
     open entries of the organisation in the class) and ``CapacityAvailable``. Not
-    idempotent by itself: the API's Idempotency-Key makes retries safe.
+    idempotent by itself: the API's Idempotency-Key makes retries safe; the website passes
+    ``reuse_identical`` so a resubmitted form returns the organisation's open entry for the
+    same amount and currency instead of queueing it twice.
     """
     now = now or timezone.now()
     slot_class = (
@@ -171,9 +174,16 @@ def waitlist_join(
         free_g, free_units = _free(locked)
         if mass_g <= free_g and (free_units is None or (quantity or 0) <= free_units):
             raise CapacityAvailable(available_g=free_g, available_units=free_units)
-        open_entries = WaitlistEntry.objects.filter(
+        open_entries_qs = WaitlistEntry.objects.filter(
             slot_class_id=slot_class_id, organisation=organisation, status__in=OPEN_STATUSES
-        ).count()
+        )
+        if reuse_identical:
+            same = open_entries_qs.filter(
+                mass_g=mass_g, quantity=quantity, currency=currency, channel=channel
+            ).first()
+            if same is not None:
+                return same
+        open_entries = open_entries_qs.count()
         if open_entries >= MAX_OPEN_ENTRIES_PER_CLASS:
             raise BookingValidationError(
                 {

@@ -2,7 +2,8 @@
 
 from django.urls import URLPattern, URLResolver, path
 
-from bookings.api import views
+from bookings.api import views, webhook_endpoints
+from bookings.api import waitlist as waitlist_api
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("bookings/", views.BookingListView.as_view(), name="api-booking-list"),
@@ -27,4 +28,27 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="api-booking-cancel",
     ),
     path("events/", views.EventFeedView.as_view(), name="api-event-feed"),
+    # The waitlist and reseller webhook URLs (bookings.api.waitlist, .webhook_endpoints).
+    path("waitlist/", waitlist_api.WaitlistListView.as_view(), name="api-waitlist-list"),
+    path(
+        "waitlist/<str:entry_id>/",
+        waitlist_api.WaitlistDetailView.as_view(),
+        name="api-waitlist-detail",
+    ),
+    path(
+        "waitlist/<str:entry_id>/withdraw/",
+        waitlist_api.WaitlistWithdrawView.as_view(),
+        name="api-waitlist-withdraw",
+    ),
+    path("webhooks/", webhook_endpoints.WebhookEndpointListView.as_view(), name="api-webhooks"),
+    path(
+        "webhooks/<str:endpoint_id>/",
+        webhook_endpoints.WebhookEndpointDetailView.as_view(),
+        name="api-webhook-detail",
+    ),
+    path(
+        "webhooks/<str:endpoint_id>/enable/",
+        webhook_endpoints.WebhookEndpointEnableView.as_view(),
+        name="api-webhook-enable",
+    ),
 ]

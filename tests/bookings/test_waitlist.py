@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from django.db.models import Sum
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import Organisation
+from accounts.models import MemberRole, Organisation
 from bookings import services
 from bookings.exceptions import (
     BookingValidationError,
@@ -45,7 +47,9 @@ from bookings.waitlist import (
 )
 from marketplace.locks import slot_class_qs_for_update
 from marketplace.models import MissionStatus, SlotClass, SlotClassPrice
+from tests.bookings.test_web_flow import customer, personal_org, text_of
 from tests.factories import (
+    MembershipFactory,
     MissionFactory,
     OrganisationFactory,
     ResellerFactory,
@@ -547,3 +551,158 @@ def test_the_web_entry_offer_is_made_for_the_person_who_joined():
         person.pk,
         organisation.pk,
     )
+
+
+# --- the website --------------------------------------------------------------------------
+
+
+def join_url(slot_class: SlotClass) -> str:
+    return reverse(
+        "bookings:waitlist-join",
+        kwargs={"code": slot_class.mission.code, "slot_class_id": slot_class.pk},
+    )
+
+
+def sold_out_deck() -> tuple[SlotClass, Booking]:
+    slot_class = deck()
+    return slot_class, hold(slot_class, CAPACITY_G)
+
+
+def test_the_mission_page_offers_the_waitlist_for_a_sold_out_class_only(client: Client):
+    full, _booking = sold_out_deck()
+    open_class = deck(mission=full.mission)
+    page = client.get(reverse("marketplace:mission-detail", kwargs={"code": full.mission.code}))
+    html = page.content.decode()
+
+    assert join_url(full) in html
+    assert join_url(open_class) not in html
+    assert (
+        reverse("bookings:new", kwargs={"code": full.mission.code, "slot_class_id": open_class.pk})
+        in html
+    )
+    assert "Join the waitlist" in text_of(page)
+
+
+def test_joining_on_the_site_needs_a_signed_in_customer(client: Client):
+    slot_class, _booking = sold_out_deck()
+
+    response = client.get(join_url(slot_class))
+
+    assert response.status_code == 302
+    assert reverse("account_login") in response["Location"]
+
+
+def test_a_customer_joins_with_a_csrf_protected_post_and_sees_the_entry(client: Client):
+    slot_class, blocking = sold_out_deck()
+    csrf_client = Client(enforce_csrf_checks=True)
+    person = customer(csrf_client)
+    client.force_login(person)
+    form = {"mass": "2", "unit": "kg", "currency": "JPY"}
+
+    assert csrf_client.post(join_url(slot_class), form).status_code == 403
+    page = client.get(join_url(slot_class))
+    assert page.status_code == 200
+    organisation = str(personal_org(person).pk)
+    first = client.post(join_url(slot_class), {**form, "organisation": organisation})
+    again = client.post(join_url(slot_class), {**form, "organisation": organisation})
+
+    assert first.status_code == again.status_code == 302
+    assert first["Location"] == reverse("bookings:waitlist")
+    (entry,) = WaitlistEntry.objects.all()  # the repeated form queued nothing twice
+    assert (entry.mass_g, entry.channel, entry.created_by_id) == (2_000, "web", person.pk)
+    listing = text_of(client.get(reverse("bookings:waitlist")))
+    assert "number 1 in the queue" in listing
+
+    services.booking_cancel(booking_id=blocking.pk, actor=SYSTEM)
+    offer = fresh(entry).offer_booking
+    assert offer is not None
+    listing_page = client.get(reverse("bookings:waitlist"))
+    assert reverse("bookings:detail", kwargs={"reference": offer.reference}) in (
+        listing_page.content.decode()
+    )
+    assert "Pay for the hold" in text_of(listing_page)
+    # The offer is a hold of the customer's own: it shows in My bookings, payable.
+    assert offer.reference in text_of(client.get(reverse("bookings:list")))
+
+
+def test_an_amount_outside_the_class_limits_is_refused_on_the_form(client: Client):
+    slot_class, _booking = sold_out_deck()
+    person = customer(client)
+
+    response = client.post(
+        join_url(slot_class),
+        {"mass": "250", "unit": "g", "currency": "JPY", "organisation": personal_org(person).pk},
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["mass"]
+    assert not WaitlistEntry.objects.exists()
+
+
+def test_a_class_with_room_sends_the_customer_to_book_instead(client: Client):
+    slot_class = deck()
+    hold(slot_class, 8_000)
+    person = customer(client)
+
+    response = client.post(
+        join_url(slot_class),
+        {"mass": "2", "unit": "kg", "currency": "JPY", "organisation": personal_org(person).pk},
+    )
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(
+        reverse(
+            "bookings:new", kwargs={"code": slot_class.mission.code, "slot_class_id": slot_class.pk}
+        )
+    )
+    assert "mass=2" in response["Location"]
+    assert not WaitlistEntry.objects.exists()
+
+
+def test_withdrawing_on_the_site_is_a_post_by_an_owner_or_booker(client: Client):
+    slot_class, _booking = sold_out_deck()
+    person = customer(client)
+    mine = join(slot_class, 1_000, personal_org(person), channel="web")
+    company = OrganisationFactory.create()
+    MembershipFactory.create(user=person, organisation=company, role=MemberRole.VIEWER)
+    only_viewing = join(slot_class, 1_000, company, channel="web")
+    strangers = join(slot_class, 1_000, OrganisationFactory.create(), channel="web")
+
+    def withdraw(entry: WaitlistEntry) -> Any:
+        return client.post(reverse("bookings:waitlist-withdraw", kwargs={"entry_id": entry.pk}))
+
+    assert (
+        client.get(reverse("bookings:waitlist-withdraw", kwargs={"entry_id": mine.pk})).status_code
+        == 405
+    )
+    assert withdraw(strangers).status_code == 404
+    assert withdraw(only_viewing).status_code == 403
+    assert withdraw(mine).status_code == 302
+    assert fresh(mine).status == WaitlistStatus.WITHDRAWN
+    assert fresh(only_viewing).status == fresh(strangers).status == WaitlistStatus.WAITING
+    listing = text_of(client.get(reverse("bookings:waitlist")))
+    assert "Withdrawn" in listing
+    huge = client.post(reverse("bookings:waitlist-withdraw", kwargs={"entry_id": 10**20}))
+    assert huge.status_code == 404
+
+
+@pytest.mark.parametrize("count", [1, 12])
+def test_my_waitlist_makes_a_fixed_number_of_queries(
+    client: Client, django_assert_num_queries: Any, count: int
+):
+    person = customer(client)
+    organisation = personal_org(person)
+    classes = [sold_out_deck()[0] for _ in range(3)]
+    entries = [join(classes[i % 3], 1_000 + 100 * i, organisation) for i in range(count)]
+    services.booking_cancel(
+        booking_id=Booking.objects.filter(slot_class=classes[0]).first().pk,  # type: ignore[union-attr]
+        actor=SYSTEM,
+    )
+    assert any(fresh(e).status == WaitlistStatus.OFFERED for e in entries)
+
+    # session, user, count, the page (entries with class, mission, offer, positions, role)
+    with django_assert_num_queries(4):
+        response = client.get(reverse("bookings:waitlist"))
+
+    assert response.status_code == 200
+    assert len(response.context["rows"]) == count
