@@ -96,3 +96,12 @@ def webhooks_fan_out_task() -> int:
 )
 def webhook_endpoint_deliver_task(endpoint_id: int) -> int:
     return webhooks_out.webhook_endpoint_deliver(endpoint_id=endpoint_id)
+
+
+# --- schedule changes (bookings.reaccommodation) ---------------------------------------
+from bookings import reaccommodation  # noqa: E402 (registers the offers' outbox handlers)
+
+
+@shared_task(name="bookings.tasks.offers_default_due", acks_late=True)
+def offers_default_due_task() -> int:
+    return reaccommodation.offers_default_due()

@@ -1,7 +1,7 @@
 """The website's booking pages (namespace ``bookings``). Payment pages live apart in
 ``bookings.payment_urls`` (namespace ``payments``)."""
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from bookings import views, waitlist_views
 
@@ -28,4 +28,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     # A slug keeps stray bytes out of the lookup; references are matched in any case.
     path("bookings/<slug:reference>/", views.booking_detail, name="detail"),
     path("bookings/<slug:reference>/cancel/", views.booking_cancel_view, name="cancel"),
+    path("", include("bookings.offer_urls")),  # schedule-change offers and rebooking
 ]

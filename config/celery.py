@@ -58,3 +58,10 @@ app.conf.beat_schedule["fan-out-webhooks"] = {
     "task": "bookings.tasks.webhooks_fan_out",
     "schedule": min(SWEEP, timedelta(seconds=10)),
 }
+
+# Re-accommodation offers still open at their deadline default to staying on the mission.
+# Readers already see them as defaulted; this writes it (and the offer.defaulted events).
+app.conf.beat_schedule["default-due-offers"] = {
+    "task": "bookings.tasks.offers_default_due",
+    "schedule": max(SWEEP, timedelta(seconds=60)),
+}

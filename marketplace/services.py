@@ -59,6 +59,10 @@ def mission_reschedule(
     when). Never overwrites history. If the booking cutoff would fall after the new window
     start, it moves with the window by the same amount unless a new one is given.
 
+    In the same transaction every live booking on the mission gets its re-accommodation
+    offer, event and e-mail (``bookings.reaccommodation.offers_create_for_change``), so a
+    change is never recorded without them.
+
     Raises ``ValueError`` for an empty reason, an unordered window or an unchanged window.
     """
     reason = reason.strip()
@@ -92,5 +96,14 @@ def mission_reschedule(
     mission.launch_window_end = new_window_end
     mission.save(
         update_fields=["launch_window_start", "launch_window_end", "booking_cutoff", "updated_at"]
+    )
+    # Imported here: the catalogue does not import the bookings app at module load.
+    from bookings.reaccommodation import offers_create_for_change
+
+    offers_create_for_change(
+        change=change,
+        booking_cutoff=mission.booking_cutoff,
+        announced_by=announced_by,
+        now=change.announced_at,
     )
     return change

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, URLResolver, path
 
-from bookings.api import views, webhook_endpoints
+from bookings.api import offers, views, webhook_endpoints
 from bookings.api import waitlist as waitlist_api
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -28,6 +28,22 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="api-booking-cancel",
     ),
     path("events/", views.EventFeedView.as_view(), name="api-event-feed"),
+    # Schedule-change offers and rebooking (bookings.api.offers).
+    path(
+        "bookings/<str:reference>/offers/",
+        offers.OfferListView.as_view(),
+        name="api-booking-offers",
+    ),
+    path(
+        "bookings/<str:reference>/offers/<int:offer_id>/answer/",
+        offers.OfferAnswerView.as_view(),
+        name="api-booking-offer-answer",
+    ),
+    path(
+        "bookings/<str:reference>/rebook/",
+        offers.BookingRebookView.as_view(),
+        name="api-booking-rebook",
+    ),
     # The waitlist and reseller webhook URLs (bookings.api.waitlist, .webhook_endpoints).
     path("waitlist/", waitlist_api.WaitlistListView.as_view(), name="api-waitlist-list"),
     path(
