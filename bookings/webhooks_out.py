@@ -51,7 +51,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
@@ -148,20 +150,21 @@ def _blocked_address(address: str) -> bool:
 def webhook_url_problem(url: str) -> str | None:
     """Why ``url`` cannot receive webhooks, or None. HTTPS only, a host name or a public
     address (the resolved addresses are checked again at every delivery)."""
+    if len(url) > 500:
+        return _("A URL has at most 500 characters.")
+    allowed_schemes = ["https", "http"] if _allow_local() else ["https"]
     try:
+        URLValidator(schemes=["https", "http", "ftp", "ftps"])(url)
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:
+    except (ValidationError, ValueError):
         return _("Enter a valid URL.")
     del port  # read only to refuse a malformed port
-    allowed_schemes = ("https", "http") if _allow_local() else ("https",)
     if parts.scheme not in allowed_schemes:
         return _("Use an https:// URL.")
     host = parts.hostname
     if not host or parts.username or parts.password:
         return _("Give a host name, without a user name or password.")
-    if len(url) > 500:
-        return _("A URL has at most 500 characters.")
     if _allow_local():
         return None
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
