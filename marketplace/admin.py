@@ -11,6 +11,7 @@ from django.db.models import QuerySet, Sum
 from django.forms import BaseModelForm
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from marketplace.forms_admin import (
     SLOT_CLASS_UPDATE_FIELDS,
@@ -288,7 +289,7 @@ class MissionAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if not window_changed:
             return
-        mission_reschedule(
+        schedule_change = mission_reschedule(
             mission_id=obj.pk,
             new_window_start=new_start,
             new_window_end=new_end,
@@ -297,6 +298,17 @@ class MissionAdmin(admin.ModelAdmin):
             new_booking_cutoff=new_cutoff if "booking_cutoff" in form.changed_data else None,
         )
         obj.refresh_from_db(fields=["launch_window_start", "launch_window_end", "booking_cutoff"])
+        # The change gave each live booking a re-accommodation offer (bookings.reaccommodation).
+        offered = schedule_change.offers.count()
+        self.message_user(
+            request,
+            ngettext(
+                "Schedule change recorded: %(n)s booking was offered to stay, move or cancel.",
+                "Schedule change recorded: %(n)s bookings were offered to stay, move or cancel.",
+                offered,
+            )
+            % {"n": offered},
+        )
 
 
 # --- Slot classes -----------------------------------------------------------------------

@@ -305,6 +305,10 @@ def test_a_schedule_change_saved_in_the_admin_makes_the_offers(
     (event,) = events_of(scene.sales_booking, EventType.MISSION_SCHEDULE_CHANGED)
     assert event.actor == f"staff:{staff.email}"
     assert len(mail.outbox) == 3
+    page = client.get(response["Location"])
+    assert "Schedule change recorded: 6 bookings were offered to stay, move or cancel." in (
+        page.content.decode()
+    )
 
 
 def test_making_offers_costs_the_same_queries_for_2_or_20_bookings_of_one_recipient() -> None:
