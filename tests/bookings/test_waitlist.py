@@ -5,6 +5,7 @@ sum the test computes itself from what it placed, never the class's own figures.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -47,6 +48,8 @@ from bookings.waitlist import (
 )
 from marketplace.locks import slot_class_qs_for_update
 from marketplace.models import MissionStatus, SlotClass, SlotClassPrice
+from tests.bookings.concurrency_helpers import counters as concurrent_counters
+from tests.bookings.concurrency_helpers import live_totals, run_together
 from tests.bookings.test_web_flow import customer, personal_org, text_of
 from tests.factories import (
     MembershipFactory,
@@ -706,3 +709,65 @@ def test_my_waitlist_makes_a_fixed_number_of_queries(
 
     assert response.status_code == 200
     assert len(response.context["rows"]) == count
+
+
+# --- under real concurrency (PostgreSQL) ------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.usefixtures("require_postgres")
+def test_never_oversold_when_cancels_expiries_new_holds_and_joins_race():
+    """Cancels, the expiry sweep, new holds and joins at once on one sold-out class with a
+    queue: the counters equal the rows, never pass the capacity, every offer is one live
+    hold for one entry, and no entry is left waiting that the free capacity could take."""
+    capacity_g = 20_000
+    slot_class = deck(capacity_g=capacity_g, max_mass_g=capacity_g)
+    now = timezone.now()
+    cancellable = [hold(slot_class, 1_000) for _ in range(12)]
+    for _ in range(4):  # lapse in a moment, for the sweep to free
+        hold(slot_class, 1_000, now=now - timedelta(minutes=29), hold_minutes=30)
+    hold(slot_class, 4_000)
+    sizes = [3_000, 500, 2_000, 1_500, 700, 5_000, 1_000, 800, 2_500, 600]
+    queued = [join(slot_class, size) for size in sizes]
+    organisations = [OrganisationFactory.create() for _ in range(10)]
+    later = now + timedelta(minutes=2)
+
+    def cancel(booking: Booking) -> object:
+        return services.booking_cancel(booking_id=booking.pk, actor=SYSTEM, now=later)
+
+    def new_hold(organisation: Organisation) -> object:
+        return hold(slot_class, 1_000, organisation, now=later)
+
+    def late_join(mass_g: int) -> object:
+        return join(slot_class, mass_g, now=later)
+
+    calls: list[Any] = [partial(cancel, b) for b in cancellable]
+    calls += [partial(new_hold, org) for org in organisations]
+    calls += [partial(late_join, size) for size in (900, 1_200, 4_500)]
+    calls += [partial(services.bookings_expire, now=later) for _ in range(2)]
+    calls += [partial(waitlists_sweep, now=later)]
+    outcomes = run_together(calls)
+
+    expected = (InsufficientCapacity, CapacityAvailable)
+    unexpected = [o.error for o in outcomes if o.error and not isinstance(o.error, expected)]
+    assert unexpected == []
+    mass, units = live_totals(slot_class.pk)
+    assert concurrent_counters(slot_class.pk) == (mass, units)
+    assert mass <= capacity_g
+    entries = list(
+        WaitlistEntry.objects.select_related("offer_booking").filter(slot_class=slot_class)
+    )
+    offers = [e.offer_booking for e in entries if e.status == WaitlistStatus.OFFERED]
+    assert offers, "the freed capacity went to nobody on the waitlist"
+    assert all(b is not None and b.status == BookingStatus.HELD for b in offers)
+    assert len({b.pk for b in offers if b is not None}) == len(offers)
+    assert all(
+        e.offer_booking is not None and e.offer_booking.mass_g == e.mass_g
+        for e in entries
+        if e.status == WaitlistStatus.OFFERED
+    )
+    free_g = capacity_g - mass
+    still_waiting = [e.mass_g for e in entries if e.status == WaitlistStatus.WAITING]
+    assert all(size > free_g for size in still_waiting), (free_g, still_waiting)
+    assert len(entries) >= len(queued)
