@@ -58,6 +58,16 @@ from marketplace.models import SlotClass
 # the database, which would refuse the number rather than find nothing).
 MAX_ID = 2**63 - 1
 
+
+def _offer_id(raw: str) -> int | None:
+    """The path's offer id, or None for anything that cannot be one. (The URL takes any
+    text, so a malformed id is the API's own 404, not the site's HTML one.)"""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if 0 < value <= MAX_ID else None
+
+
 OfferStatusField = _choice_field(
     OfferStatus,
     "OfferStatusEnum",
@@ -221,12 +231,13 @@ class OfferAnswerView(ResellerApiView):
         parameters=[REFERENCE_PARAMETER, OFFER_ID_PARAMETER, *IDEMPOTENCY_PARAMETERS],
         responses={200: OfferSerializer, **error_responses(*ANSWER_ERRORS)},
     )
-    def post(self, request: Request, reference: str, offer_id: int) -> Response:
+    def post(self, request: Request, reference: str, offer_id: str) -> Response:
         return self.idempotent(lambda: self._answer(reference, offer_id))
 
-    def _answer(self, reference: str, offer_id: int) -> Response:
+    def _answer(self, reference: str, raw_offer_id: str) -> Response:
         booking = self.get_booking(reference)
-        if offer_id > MAX_ID or not booking.offers.filter(pk=offer_id).exists():
+        offer_id = _offer_id(raw_offer_id)
+        if offer_id is None or not booking.offers.filter(pk=offer_id).exists():
             raise exceptions.NotFound(_("This booking has no offer with this id."))
         serializer = OfferAnswerInputSerializer(data=self.request.data)
         serializer.is_valid(raise_exception=True)

@@ -35,7 +35,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="api-booking-offers",
     ),
     path(
-        "bookings/<str:reference>/offers/<int:offer_id>/answer/",
+        "bookings/<str:reference>/offers/<str:offer_id>/answer/",
         offers.OfferAnswerView.as_view(),
         name="api-booking-offer-answer",
     ),

@@ -159,9 +159,15 @@ def test_an_offer_of_another_booking_is_not_found(
 
     wrong_booking = client.post(answer_url(other, offer_id), {"choice": "stay"}, format="json")
     huge_id = client.post(answer_url(booking, 2**70), {"choice": "stay"}, format="json")
+    not_a_number = client.post(
+        answer_url(booking, offer_id).replace(f"/{offer_id}/", "/null,null/"),
+        {"choice": "stay"},
+        format="json",
+    )
 
     assert assert_matches_schema(wrong_booking, ANSWER, "post", 404)["code"] == "not_found"
     assert assert_matches_schema(huge_id, ANSWER, "post", 404)["code"] == "not_found"
+    assert assert_matches_schema(not_a_number, ANSWER, "post", 404)["code"] == "not_found"
     assert offer_of(booking).status == OfferStatus.OPEN
 
 
