@@ -413,6 +413,17 @@ def _place_offer(slot_class: SlotClass, entry: WaitlistEntry, *, now: datetime) 
     return booking
 
 
+def waitlist_serve(*, slot_class_id: int, now: datetime | None = None) -> int:
+    """Serve one class's queue now, under its row lock: release its lapsed holds, settle its
+    offers and offer what is free. For the back office after a capacity change. Safe to run
+    again. Returns how many offers were made."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = slot_class_qs_for_update().get(pk=slot_class_id)
+        services._release_lapsed_holds(locked, now=now)
+        return waitlist_offer_freed_capacity(locked, now=now)
+
+
 def waitlists_sweep(*, now: datetime | None = None) -> int:
     """The beat job: for each class whose queue may be served or has offers to settle, one
     short transaction under its row lock releases lapsed holds and serves the queue. It
@@ -435,13 +446,7 @@ def waitlists_sweep(*, now: datetime | None = None) -> int:
         set(waiting.values_list("slot_class_id", flat=True).distinct())
         | set(settled.values_list("slot_class_id", flat=True).distinct())
     )
-    offers = 0
-    for class_id in class_ids:
-        with transaction.atomic():
-            locked = slot_class_qs_for_update().get(pk=class_id)
-            services._release_lapsed_holds(locked, now=now)
-            offers += waitlist_offer_freed_capacity(locked, now=now)
-    return offers
+    return sum(waitlist_serve(slot_class_id=class_id, now=now) for class_id in class_ids)
 
 
 # --- reads -------------------------------------------------------------------------------
@@ -544,6 +549,7 @@ __all__ = [
     "waitlist_list",
     "waitlist_list_for_member",
     "waitlist_offer_freed_capacity",
+    "waitlist_serve",
     "waitlist_withdraw",
     "waitlists_sweep",
     "with_live_status",

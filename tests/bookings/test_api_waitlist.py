@@ -380,3 +380,12 @@ def test_the_new_paths_are_in_the_document_with_their_tags():
             if method in {"get", "post", "delete"}:
                 assert "401" in operation["responses"], (path, method)
     assert "capacity_available" in str(paths[WAITLIST]["post"]["responses"]["409"])
+
+
+@pytest.mark.parametrize("query", ["page=", "page=0", "page_size=-3", "page_size=abc", "page=1.5"])
+@pytest.mark.parametrize("path", [WAITLIST, WEBHOOKS])
+def test_a_page_the_document_does_not_allow_is_400_naming_it(client, path, query):
+    response = client.get(f"{path}?{query}")
+
+    refused = assert_matches_schema(response, path, "get", 400)
+    assert set(refused["fields"]) == {query.split("=")[0]}

@@ -771,3 +771,82 @@ def test_never_oversold_when_cancels_expiries_new_holds_and_joins_race():
     still_waiting = [e.mass_g for e in entries if e.status == WaitlistStatus.WAITING]
     assert all(size > free_g for size in still_waiting), (free_g, still_waiting)
     assert len(entries) >= len(queued)
+
+
+# --- the back office ----------------------------------------------------------------------
+
+
+def admin_request(user: Any) -> Any:
+    from django.contrib.messages.storage.fallback import FallbackStorage
+    from django.test import RequestFactory
+
+    request = RequestFactory().post("/admin/")
+    request.user = user
+    request.session = {}  # type: ignore[assignment]
+    request._messages = FallbackStorage(request)  # type: ignore[attr-defined]
+    return request
+
+
+def test_the_admin_lists_each_queue_in_order_with_places_and_offers():
+    from django.contrib import admin as django_admin
+
+    from bookings.admin_waitlist import WaitlistEntryAdmin
+
+    slot_class, blocking = sold_out_deck()
+    first = join(slot_class, 3_000)
+    second = join(slot_class, 1_000)
+    offered = join(slot_class, 500)
+    model_admin = WaitlistEntryAdmin(WaitlistEntry, django_admin.site)
+    staff = UserFactory.create(is_staff=True, is_superuser=True)
+    SlotClass.objects.filter(pk=slot_class.pk).update(capacity_g=CAPACITY_G + 500)
+
+    model_admin.serve_queues(admin_request(staff), WaitlistEntry.objects.filter(pk=first.pk))
+
+    rows = list(model_admin.get_queryset(admin_request(staff)).order_by(*model_admin.ordering))
+    assert [r.pk for r in rows] == [first.pk, second.pk, offered.pk]
+    assert [model_admin.position_display(r) for r in rows] == ["1", "2", "–"]
+    assert model_admin.status_display(rows[2]) == "Offered a hold"
+    offer = fresh(offered).offer_booking
+    assert offer is not None
+    assert offer.reference in model_admin.offer_display(rows[2])
+    assert not model_admin.has_add_permission(admin_request(staff))
+    assert blocking.pk  # the class stays full but for the raised 500 g
+
+    model_admin.withdraw_entries(admin_request(staff), WaitlistEntry.objects.filter(pk=second.pk))
+    assert fresh(second).status == WaitlistStatus.WITHDRAWN
+
+
+def test_the_admin_registers_a_url_with_its_secret_once_and_re_enables_disabled_ones():
+    from django.contrib import admin as django_admin
+
+    from bookings.admin_waitlist import WebhookEndpointAddForm, WebhookEndpointAdmin
+    from bookings.models import WebhookEndpoint
+
+    reseller = ResellerFactory.create()
+    staff = UserFactory.create(is_staff=True, is_superuser=True)
+    model_admin = WebhookEndpointAdmin(WebhookEndpoint, django_admin.site)
+    refused = WebhookEndpointAddForm({"organisation": reseller.pk, "url": "http://x.example/"})
+    assert not refused.is_valid()
+    assert "url" in refused.errors
+    form = WebhookEndpointAddForm(
+        {"organisation": reseller.pk, "url": "https://hooks.example.com/in"}
+    )
+    assert form.is_valid(), form.errors
+    request = admin_request(staff)
+
+    model_admin.save_model(request, form.instance, form, change=False)
+
+    endpoint = WebhookEndpoint.objects.get()
+    assert endpoint.secret.startswith("whsec_")
+    assert any(endpoint.secret in str(m) for m in request._messages)
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        is_active=False, consecutive_failures=20, disabled_at=timezone.now()
+    )
+    listed = model_admin.get_queryset(admin_request(staff)).get(pk=endpoint.pk)
+    assert (model_admin.pending(listed), model_admin.failed(listed)) == (0, 0)
+
+    model_admin.enable_endpoints(admin_request(staff), WebhookEndpoint.objects.all())
+
+    endpoint.refresh_from_db()
+    assert endpoint.is_active
+    assert endpoint.consecutive_failures == 0
