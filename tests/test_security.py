@@ -569,6 +569,7 @@ ANONYMOUS: dict[str, str] = {
     "healthz": PUBLIC,
     "marketplace:mission-list": PUBLIC,
     "marketplace:mission-detail": PUBLIC,
+    "marketplace:mission-status": PUBLIC,
     "account_login": PUBLIC,
     "account_signup": PUBLIC,
     "account_inactive": PUBLIC,
@@ -598,6 +599,11 @@ ANONYMOUS: dict[str, str] = {
     "bookings:list": LOGIN,
     "bookings:detail": LOGIN,
     "bookings:cancel": LOGIN,
+    "bookings:offer": LOGIN,
+    "bookings:rebook": LOGIN,
+    "bookings:waitlist": LOGIN,
+    "bookings:waitlist-join": LOGIN,
+    "bookings:waitlist-withdraw": LOGIN,
     "payments:pay": LOGIN,
     "payments:card": LOGIN,
     "payments:complete": LOGIN,
@@ -612,6 +618,15 @@ ANONYMOUS: dict[str, str] = {
     "api-booking-confirm": KEY,
     "api-booking-cancel": KEY,
     "api-event-feed": KEY,
+    "api-booking-offers": KEY,
+    "api-booking-offer-answer": KEY,
+    "api-booking-rebook": KEY,
+    "api-waitlist-list": KEY,
+    "api-waitlist-detail": KEY,
+    "api-waitlist-withdraw": KEY,
+    "api-webhooks": KEY,
+    "api-webhook-detail": KEY,
+    "api-webhook-enable": KEY,
 }
 
 
@@ -666,6 +681,10 @@ def sample_values(world: World) -> dict[str, str]:
         "url": "bookings/",
         "key": "not-a-real-key",
         "uidb36": "1z",
+        "fmt": "csv",
+        "offer_id": "1",
+        "entry_id": "1",
+        "endpoint_id": "1",
     }
 
 
@@ -731,6 +750,11 @@ def test_a_customer_who_is_not_staff_cannot_open_any_admin_page(world: World) ->
 # --- one tenant never reaches another's bookings ----------------------------------------
 
 
+# Pages about something a booking has only sometimes (a schedule-change offer to answer):
+# the owner's own booking without one is a 404 too, so they cannot serve as the control.
+NEEDS_MORE_THAN_A_BOOKING = {"bookings:offer", "bookings:rebook"}
+
+
 def booking_routes() -> list[Route]:
     return [route for route in every_route() if "reference" in route.parameters]
 
@@ -777,7 +801,8 @@ def test_another_tenants_booking_is_404_on_every_booking_page_and_endpoint(
         probed += 1
         if method == "get" and "payment_id" not in route.parameters:
             mine = getattr(client, method)(route.url({**values, "reference": own.reference}))
-            assert mine.status_code not in (401, 404), (url, mine.status_code)
+            if route.name not in NEEDS_MORE_THAN_A_BOOKING:
+                assert mine.status_code not in (401, 404), (url, mine.status_code)
             assert mine.status_code < 500, (url, mine.status_code)
     assert probed > 0
 
