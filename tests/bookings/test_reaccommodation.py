@@ -932,3 +932,44 @@ def test_a_cancel_and_a_move_of_the_same_booking_at_once_leave_the_counters_true
     assert all(o.error is None or isinstance(o.error, InvalidTransition) for o in outcomes)
     assert counters(deck.pk) == live_totals(deck.pk)
     assert counters(target.pk) == live_totals(target.pk)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("require_postgres")
+@pytest.mark.xfail(
+    strict=True,
+    reason="bookings.services.booking_cancel reads the booking's class before locking it and "
+    "does not check it again under the lock, so a cancel that waited behind a move lowers "
+    "the class the booking has just left (fix in bookings/services.py, see the report)",
+)
+def test_a_plain_cancel_waiting_behind_a_move_lowers_the_class_the_booking_is_in() -> None:
+    from django.db import transaction
+
+    from tests.bookings.concurrency_helpers import (
+        Background,
+        counters,
+        live_totals,
+        wait_until_blocked_on_lock,
+    )
+
+    deck = SlotClassFactory.create(capacity_g=100_000)
+    booking = place(deck, ResellerFactory.create())
+    # Another booking stays on the deck, so a wrong decrement passes the counter's
+    # constraint silently (and would let the deck be oversold) instead of failing loudly.
+    place(deck, ResellerFactory.create())
+    target = another_mission_class()
+    slip(deck.mission)
+    offer_id = offer_of(booking).pk
+
+    with transaction.atomic():
+        offer_accept_move(offer_id=offer_id, target_slot_class_id=target.pk, actor=SYSTEM)
+        # The cancel reads the booking's class (still the deck: the move has not committed)
+        # and waits for that class's lock, which the move holds until it commits.
+        cancel = Background(lambda: booking_cancel(booking_id=booking.pk, actor=SYSTEM))
+        wait_until_blocked_on_lock(cancel.pid)
+    outcome = cancel.outcome()
+
+    assert outcome.error is None or isinstance(outcome.error, InvalidTransition)
+    assert counters(deck.pk) == live_totals(deck.pk)
+    assert counters(target.pk) == live_totals(target.pk)
