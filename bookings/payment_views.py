@@ -193,7 +193,9 @@ def _after_attempt(request: HttpRequest, booking: Booking, payment: Payment) -> 
         # The pay page runs 3-D Secure in Stripe.js, then posts to pay_complete.
         return HttpResponseRedirect(_pay_url(booking.reference))
     if payment.status == PaymentStatus.FAILED:
-        messages.error(request, _declined_message(payment.failure_message, booking))
+        messages.error(
+            request, _declined_message(payments.failure_reason(payment.failure_code), booking)
+        )
     elif payment.status in (PaymentStatus.PENDING, PaymentStatus.PROCESSING):
         messages.warning(
             request,
@@ -218,7 +220,9 @@ def _declined_message(reason: str, booking: Booking) -> str:
 def _after_failure(request: HttpRequest, booking: Booking, error: Exception) -> HttpResponse:
     booking.refresh_from_db(fields=["status", "hold_expires_at"])
     if isinstance(error, gateways.PaymentDeclined):
-        messages.error(request, _declined_message(error.message, booking))
+        messages.error(
+            request, _declined_message(payments.failure_reason(error.decline_code), booking)
+        )
     elif isinstance(error, HoldExpired):
         messages.error(request, _("This hold has lapsed, so it can no longer be paid."))
         return HttpResponseRedirect(detail_url(booking.reference))

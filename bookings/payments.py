@@ -122,6 +122,24 @@ class PaymentSummary:
     over_card_limit: bool
 
 
+def failure_reason(code: str) -> str:
+    """A failed payment's reason in the reader's language, from Stripe's code. Stripe's own
+    message is English (and for lost or stolen cards says more than a customer should
+    read), so only the code is trusted; anything unknown reads as a plain decline."""
+    reasons = {
+        "insufficient_funds": _("Your card has insufficient funds."),
+        "expired_card": _("Your card has expired."),
+        "incorrect_cvc": _("The card's security code is incorrect."),
+        "incorrect_number": _("The card number is incorrect."),
+        "processing_error": _("Your bank could not process the card. Please try again."),
+        "authentication_required": _("Your bank asks for authentication (3-D Secure)."),
+        "payment_intent_authentication_failure": _(
+            "The card's authentication (3-D Secure) did not succeed."
+        ),
+    }
+    return str(reasons.get(code, _("Your card was declined.")))
+
+
 def booking_payment_summary(booking: Booking) -> PaymentSummary:
     attempts = list(booking.payments.prefetch_related("refunds").order_by("attempt"))
     refunds = [refund for payment in attempts for refund in payment.refunds.all()]
@@ -135,7 +153,7 @@ def booking_payment_summary(booking: Booking) -> PaymentSummary:
         refunded=Money(refunded, booking.currency),
         capturing=any(p.status == PaymentStatus.AUTHORISED for p in attempts),
         in_progress=last if last is not None and last.status in PAYMENT_OPEN_STATUSES else None,
-        last_failure=last.failure_message
+        last_failure=failure_reason(last.failure_code)
         if last is not None and last.status == PaymentStatus.FAILED
         else "",
         over_card_limit=booking.price_amount > STRIPE_MAX_CHARGE_MINOR,

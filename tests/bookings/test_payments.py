@@ -213,7 +213,7 @@ def test_failed_three_d_secure_keeps_the_hold_and_explains(
     response = client.post(complete_url(booking, payment))
 
     assert response["Location"] == pay_url(booking)
-    assert "failed authentication" in flash(response)[0]
+    assert "authentication (3-D Secure) did not succeed" in flash(response)[0]
     payment.refresh_from_db()
     booking.refresh_from_db()
     assert payment.status == PaymentStatus.FAILED

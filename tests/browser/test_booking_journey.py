@@ -445,13 +445,6 @@ def test_a_failed_3d_secure_step_keeps_the_hold_and_brings_the_card_form_back(
     assert not page_problems, page_problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Product bug: the decline reason is Stripe's English text (gateways._translate "
-    "uses exc.user_message, else the untranslated 'Your card was declined.'), shown as is on "
-    "Japanese pages and stored in Payment.failure_message for the booking page",
-)
 def test_a_card_declined_on_a_japanese_page_is_explained_in_japanese(
     page: Page, live_server: Any, shot: Shot, capsules: SlotClass
 ) -> None:
