@@ -973,3 +973,18 @@ def test_a_plain_cancel_waiting_behind_a_move_lowers_the_class_the_booking_is_in
     assert outcome.error is None or isinstance(outcome.error, InvalidTransition)
     assert counters(deck.pk) == live_totals(deck.pk)
     assert counters(target.pk) == live_totals(target.pk)
+
+
+def test_the_booking_page_points_to_the_open_offer_and_to_rebooking(scene: Scene) -> None:
+    user, organisation = web_customer()
+    booking = place(scene.deck, organisation, channel="web", user=user)
+    client = Client()
+    client.force_login(user)
+    page = reverse("bookings:detail", args=[booking.reference])
+    before = text_of(client.get(page))
+    assert "See your choices" not in before
+    assert reverse("bookings:rebook", args=[booking.reference]) in client.get(page).content.decode()
+    slip(scene.mission)
+    after = client.get(page).content.decode()
+    assert reverse("bookings:offer", args=[booking.reference]) in after
+    assert "has a new launch window" in html.unescape(after)

@@ -45,7 +45,7 @@ pytestmark = pytest.mark.django_db
 
 # session, user, booking (class, mission, organisation, payload, role), events, and the
 # payment panel's two (payments, their refunds)
-DETAIL_QUERIES = 6
+DETAIL_QUERIES = 7  # + the open re-accommodation offer, if any
 
 
 # --- helpers -----------------------------------------------------------------------------
