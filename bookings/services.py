@@ -31,6 +31,7 @@ from bookings.exceptions import (
     SalesClosed,
 )
 from bookings.locks import booking_qs_for_update, organisation_qs_for_update
+from bookings.manifests import manifest_rebuild_for
 from bookings.models import (
     BOOKING_TRANSITIONS,
     REFERENCE_ALPHABET,
@@ -403,6 +404,7 @@ def booking_confirm(
             now=now,
         )
         _notify(booking, event)
+        manifest_rebuild_for(booking, "confirmed")
     logger.info("booking %s confirmed", booking.reference, extra={"booking": booking.reference})
     return booking
 
@@ -448,6 +450,8 @@ def booking_cancel(
             now=now,
         )
         _notify(booking, event)
+        if previous == BookingStatus.CONFIRMED:
+            manifest_rebuild_for(booking, "cancelled")
         # Freed capacity goes to the waitlist before any new hold (still under the class lock).
         waitlist.waitlist_offer_freed_capacity(slot_class, now=now)
     logger.info("booking %s cancelled", booking.reference, extra={"booking": booking.reference})
@@ -530,6 +534,8 @@ def booking_payload_update(
             data={"fields": sorted(payload.given)},
             now=now,
         )
+        if status == BookingStatus.CONFIRMED:
+            manifest_rebuild_for(booking, "payload changed")
     return booking
 
 

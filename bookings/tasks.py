@@ -71,6 +71,15 @@ def payments_reconcile_task() -> dict[str, int]:
     }
 
 
+# --- manifests and mission status (bookings.manifests, bookings.mission_ops) -------------
+from bookings import manifests, mission_ops  # noqa: E402, F401 (register their outbox handlers)
+
+
+@shared_task(name="bookings.tasks.manifests_freeze_due", acks_late=True)
+def manifests_freeze_due_task() -> list[int]:
+    return manifests.manifests_freeze_due()
+
+
 # --- waitlists and reseller webhooks (bookings.waitlist, bookings.webhooks_out) ----------
 from bookings import waitlist, webhooks_out  # noqa: E402 (webhooks_out registers a handler)
 

@@ -47,6 +47,13 @@ app.conf.beat_schedule["reconcile-payments"] = {
     "schedule": max(SWEEP, timedelta(seconds=60)),
 }
 
+# At a mission's booking cutoff sales close and the manifest freezes. Debounced manifest
+# rebuilds need no job of their own: the outbox sweep dispatches them once their window ends.
+app.conf.beat_schedule["freeze-manifests-at-cutoff"] = {
+    "task": "bookings.tasks.manifests_freeze_due",
+    "schedule": max(SWEEP, timedelta(seconds=60)),
+}
+
 # Waitlists: serve queues that no freeing path saw (capacity raised by sales, a sale
 # reopened) and write the outcome of confirmed offers. Reseller webhooks: fan new feed events
 # out to the registered URLs and send what is due, retries included.
