@@ -13,6 +13,11 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from bookings.admin_operations import (
+    MissionContactInline,
+    mission_change_status,
+    mission_rebuild_manifest,
+)
 from marketplace.forms_admin import (
     SLOT_CLASS_UPDATE_FIELDS,
     LanderModelAdminForm,
@@ -165,7 +170,9 @@ class ScheduleChangeInline(admin.TabularInline):
 @admin.register(Mission)
 class MissionAdmin(admin.ModelAdmin):
     form = MissionAdminForm
-    inlines = [SlotClassInline, ScheduleChangeInline]
+    inlines = [SlotClassInline, ScheduleChangeInline, MissionContactInline]
+    # Status changes go through bookings.mission_ops (events, notices, flown bookings).
+    actions = [mission_change_status, mission_rebuild_manifest]
     list_display = (
         "code",
         "name",
