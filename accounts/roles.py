@@ -52,17 +52,29 @@ CATALOGUE_VIEW = _view(
 BOOKINGS_VIEW = _view("bookings", "booking", "payloaddeclaration", "bookingevent")
 PAYMENTS_VIEW = _view("bookings", "payment", "refund")
 CUSTOMERS_VIEW = _view("accounts", "organisation", "creditlimit", "membership")
+OPERATIONS_VIEW = _view(
+    "bookings",
+    "manifestversion",
+    "manifestdelivery",
+    "reaccommodationoffer",
+    "waitlistentry",
+    "webhookendpoint",
+    "webhookdelivery",
+) | _view("marketplace", "missioncontact")
 
 SALES_PERMISSIONS = (
     CATALOGUE_VIEW
     | BOOKINGS_VIEW
     | PAYMENTS_VIEW
     | CUSTOMERS_VIEW
+    | OPERATIONS_VIEW
     | {HOLD_BOOKING, CONFIRM_BOOKING, CANCEL_BOOKING}
     # Schedule changes are made on the mission's change page (marketplace.services).
     | {"marketplace.change_mission"}
+    # Answering offers for customers, serving waitlists, resellers' webhook endpoints.
+    | {"bookings.change_reaccommodationoffer", "bookings.change_waitlistentry"}
+    | {f"bookings.{action}_webhookendpoint" for action in ("add", "change", "delete")}
     # TODO(payments): the permission to record an offline payment, once that service exists.
-    # TODO(schedule changes): re-accommodation offers; TODO(waitlist): offering freed room.
 )
 
 SALES_MANAGER_PERMISSIONS = SALES_PERMISSIONS | {
@@ -83,8 +95,11 @@ SALES_MANAGER_PERMISSIONS = SALES_PERMISSIONS | {
 }
 
 OPERATIONS_PERMISSIONS = (
-    CATALOGUE_VIEW | BOOKINGS_VIEW | {REVIEW_PAYLOAD, "marketplace.change_mission"}
-    # TODO(manifests): view and build manifests once the Manifest model exists.
+    CATALOGUE_VIEW
+    | BOOKINGS_VIEW
+    | OPERATIONS_VIEW
+    | {REVIEW_PAYLOAD, "marketplace.change_mission"}
+    | {f"marketplace.{action}_missioncontact" for action in ("add", "change", "delete")}
 )
 
 FINANCE_PERMISSIONS = (
@@ -92,6 +107,7 @@ FINANCE_PERMISSIONS = (
     | BOOKINGS_VIEW
     | PAYMENTS_VIEW
     | CUSTOMERS_VIEW
+    | OPERATIONS_VIEW
     | _view("bookings", "stripeevent")
     | {"accounts.view_apikey", "admin.view_logentry"}
 )

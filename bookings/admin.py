@@ -957,3 +957,7 @@ def _booking_csv_rows(bookings: QuerySet[Booking]) -> Iterator[list[object]]:
             csv_datetime(booking.cancelled_at),
             csv_datetime(booking.created_at),
         ]
+
+
+# The mission-operations admin lives in modules of its own; importing them registers it.
+from bookings import admin_offers, admin_waitlist  # noqa: E402, F401

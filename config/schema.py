@@ -104,6 +104,14 @@ ERROR_CODES: dict[str, tuple[int, dict[str, Any]]] = {
     "sales_closed": (409, {"detail": "This mission is not on sale."}),
     "hold_limit_exceeded": (409, {"detail": "Your organisation's cap on held mass is reached."}),
     "hold_expired": (409, {"detail": "The hold has expired."}),
+    # Joining a waitlist for what the class can take right now.
+    "capacity_available": (
+        409,
+        {
+            "detail": "This class has room for that request now: place a hold instead.",
+            "available_g": 2000,
+        },
+    ),
     "invalid_state": (409, {"detail": "This booking cannot change from its current status."}),
     "idempotency_key_reused": (
         409,

@@ -41,22 +41,10 @@ from bookings.api.serializers import (
 from bookings.api.views import IDEMPOTENCY_PARAMETERS, WRITE_ERRORS, ResellerApiView
 from bookings.models import BookingStatus, WaitlistEntry, WaitlistStatus
 from config.api import ApiError, choice_filter, validated_query
-from config.schema import ERROR_CODES, error_responses
+from config.schema import error_responses
 from marketplace.api.serializers import UtcDateTimeField
 from marketplace.models import Channel
 
-# A contract code this extension adds. It belongs in config.schema.ERROR_CODES (reported to
-# its owner); until it is there, it is registered here, before any view below uses it.
-ERROR_CODES.setdefault(
-    "capacity_available",
-    (
-        409,
-        {
-            "detail": "This class has room for that request now: place a hold instead.",
-            "available_g": 2000,
-        },
-    ),
-)
 # Ids are 64-bit; a longer number in the path is simply no entry (never a database error).
 MAX_ID = 2**63 - 1
 

@@ -243,6 +243,9 @@ MOONSLOT_IDEMPOTENCY_TTL = timedelta(hours=24)
 MOONSLOT_OUTBOX_RETRY_AFTER = timedelta(
     seconds=env.int("MOONSLOT_OUTBOX_RETRY_SECONDS", default=60)
 )
+# Reseller webhook URLs must be public https; local development may allow http and
+# private addresses.
+MOONSLOT_WEBHOOKS_ALLOW_LOCAL = False
 # Test-only: turn the capacity row lock off to show the race it prevents. Never in production.
 MOONSLOT_DISABLE_CAPACITY_LOCK = False
 

@@ -4,6 +4,7 @@ from . import base
 from .base import *
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
+MOONSLOT_WEBHOOKS_ALLOW_LOCAL = True
 
 # --- Stripe ---------------------------------------------------------------------------
 # With no Stripe keys in the environment, pay against the sandbox
