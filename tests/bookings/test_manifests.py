@@ -635,3 +635,39 @@ def test_the_rebuild_action_asks_for_an_immediate_rebuild(
     assert response.status_code == 302
     (version,) = ManifestVersion.objects.filter(mission=mission)
     assert version.trigger == "rebuilt by root@moonslot.example"
+
+
+# --- a real worker ---------------------------------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("require_cjk_font", "require_postgres")
+def test_a_real_worker_builds_renders_and_delivers_after_commit(require_redis: str) -> None:
+    from urllib.parse import urlparse, urlunparse
+
+    from django.db import transaction
+
+    from tests.worker import mail_files, running_worker, wait_for
+
+    broker = urlunparse(urlparse(require_redis)._replace(path="/11"))
+    mission, _, _ = busy_mission(30)
+    MissionContact.objects.create(mission=mission, name="Ops", email="ops@lander.example")
+
+    with running_worker(broker) as worker:
+        with transaction.atomic():
+            manifest_request_rebuild(mission_id=mission.pk, reason="worker", immediate=True)
+            assert not ManifestVersion.objects.exists()  # nothing before commit
+        delivered = wait_for(
+            lambda: ManifestDelivery.objects.filter(version__mission=mission).first(),
+            timeout=60,
+            what=f"the manifest to be delivered (log: {worker['log']})",
+        )
+        (mail_file,) = wait_for(lambda: mail_files(worker["mail_dir"]), what="the e-mail file")  # type: ignore[arg-type]
+
+    version = ManifestVersion.objects.get(mission=mission)
+    assert delivered.recipient == "ops@lander.example"
+    assert version.pdf
+    assert "manifest-M9-v1.pdf" in mail_file
+    assert "Payload manifest M9" in mail_file
+    assert "first version of this manifest (30 lines)" in mail_file
