@@ -409,13 +409,39 @@ def booking_confirm(
     return booking
 
 
+class _MovedMeanwhile(Exception):
+    """The booking changed slot class between reading its class and locking it."""
+
+
 def booking_cancel(
     *, booking_id: int, actor: Actor, reason: str = "", now: datetime | None = None
 ) -> Booking:
     """Cancel a held or confirmed booking: capacity is free at once and the refund due under
     the class's policy is recorded. Cancelling a cancelled or expired booking (a lapsed hold
-    included, which this expires) returns it unchanged."""
+    included, which this expires) returns it unchanged.
+
+    The booking's class is read before its lock is taken (lock order: class, then booking);
+    a move to another mission committing in between is noticed under the booking's lock and
+    the cancel runs again against the class the booking is now in. Raises
+    ``InvalidTransition`` if it keeps moving."""
     now = now or timezone.now()
+    for _attempt in range(3):
+        try:
+            return _booking_cancel_in_current_class(
+                booking_id=booking_id, actor=actor, reason=reason, now=now
+            )
+        except _MovedMeanwhile:
+            continue
+    raise InvalidTransition(
+        from_status="moved",
+        to_status=BookingStatus.CANCELLED,
+        message="This booking was moved a moment ago; try again.",
+    )
+
+
+def _booking_cancel_in_current_class(
+    *, booking_id: int, actor: Actor, reason: str, now: datetime
+) -> Booking:
     with transaction.atomic():
         slot_class_id = Booking.objects.values_list("slot_class_id", flat=True).get(pk=booking_id)
         slot_class = slot_class_qs_for_update().get(pk=slot_class_id)
@@ -426,6 +452,8 @@ def booking_cancel(
             .prefetch_related("slot_class__cancellation_tiers")
             .get(pk=booking_id)
         )
+        if booking.slot_class_id != slot_class.pk:
+            raise _MovedMeanwhile
         if booking.status in (BookingStatus.CANCELLED, BookingStatus.EXPIRED):
             return booking
         if BookingStatus.CANCELLED not in BOOKING_TRANSITIONS[booking.status]:
