@@ -426,12 +426,30 @@ def handle_manifest_rebuild(message: OutboxMessage) -> None:
 # --- the freeze at the booking cutoff --------------------------------------------------
 
 
+def _frozen_already(mission_id: int, cutoff: datetime) -> bool:
+    """Frozen at this cutoff, or (sales reopened after a slip, nothing changed since) the
+    latest version is still a frozen one: freezing again would only repeat it."""
+    latest = (
+        ManifestVersion.objects.filter(mission_id=mission_id)
+        .order_by("-number")
+        .values("frozen")
+        .first()
+    )
+    if latest is not None and latest["frozen"]:
+        return True
+    return ManifestVersion.objects.filter(
+        mission_id=mission_id, frozen=True, created_at__gte=cutoff
+    ).exists()
+
+
 def manifests_freeze_due(*, now: datetime | None = None) -> list[int]:
-    """The beat job at the booking cutoff: for every mission on sale or with sales closed
-    whose cutoff has passed and that has no frozen version since that cutoff, close sales
-    (on sale → sales closed) and build a frozen version. Safe to run twice or concurrently:
-    the second finds the frozen version (or, racing, the build finds it under the mission's
-    lock). Returns the ids of the missions frozen."""
+    """The beat job at the booking cutoff: every mission still on sale past its cutoff has
+    its sales closed (on sale → sales closed), and every mission on sale or with sales closed
+    past its cutoff and not yet frozen gets a frozen version. Changes after the freeze (a
+    hold confirmed after the cutoff) make ordinary versions, never a second freeze.
+
+    Safe to run twice or concurrently: the second finds the frozen version (or, racing,
+    the build finds it under the mission's lock). Returns the ids of the missions frozen."""
     from bookings.mission_ops import MISSION_CUTOFF_ACTOR, mission_set_status
     from bookings.services import Actor
     from marketplace.models import MissionStatus
@@ -443,15 +461,15 @@ def manifests_freeze_due(*, now: datetime | None = None) -> list[int]:
             booking_cutoff__lte=now,
         )
         .order_by("pk")
-        .values_list("pk", "booking_cutoff")
+        .values_list("pk", "booking_cutoff", "status")
     )
     frozen = []
     actor = Actor.system(MISSION_CUTOFF_ACTOR)
-    for mission_id, cutoff in candidates:
-        if ManifestVersion.objects.filter(
-            mission_id=mission_id, frozen=True, created_at__gte=cutoff
-        ).exists():
+    for mission_id, cutoff, status in candidates:
+        freeze = not _frozen_already(mission_id, cutoff)
+        if not freeze and status != MissionStatus.ON_SALE:
             continue
+        version = None
         with transaction.atomic():
             mission = mission_qs_for_update().get(pk=mission_id)
             if mission.status == MissionStatus.ON_SALE:
@@ -462,9 +480,10 @@ def manifests_freeze_due(*, now: datetime | None = None) -> list[int]:
                     reason="The booking cutoff has passed.",
                     now=now,
                 )
-            version = manifest_build(
-                mission_id=mission_id, trigger="booking cutoff", now=now, frozen=True
-            )
+            if freeze:
+                version = manifest_build(
+                    mission_id=mission_id, trigger="booking cutoff", now=now, frozen=True
+                )
         if version is not None:
             frozen.append(mission_id)
     return frozen

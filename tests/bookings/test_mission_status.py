@@ -285,6 +285,49 @@ def test_the_freeze_is_written_even_when_the_latest_version_is_identical() -> No
     assert versions[0].digest == versions[1].digest
 
 
+def test_a_change_after_the_freeze_makes_an_ordinary_version_not_a_second_freeze() -> None:
+    from bookings.manifests import manifest_build
+
+    now = timezone.now()
+    mission = past_cutoff(MissionStatus.ON_SALE, now=now)
+    deck = SlotClassFactory.create(mission=mission)
+    bulk_confirmed(deck, [OrganisationFactory.create()], 2)
+    manifests_freeze_due(now=now)
+    # A hold placed before the cutoff, confirmed (paid) after it.
+    bulk_confirmed(deck, [OrganisationFactory.create()], 1)
+    amended = manifest_build(mission_id=mission.pk, trigger="late confirmation")
+
+    assert manifests_freeze_due(now=now + timedelta(minutes=5)) == []
+
+    assert amended is not None
+    versions = list(ManifestVersion.objects.filter(mission=mission).order_by("number"))
+    assert [(v.number, v.frozen) for v in versions] == [(1, True), (2, False)]
+
+
+def test_sales_reopened_after_a_slip_close_again_without_repeating_the_freeze(
+    django_assert_max_num_queries: Callable[..., Any],
+) -> None:
+    now = timezone.now()
+    mission = past_cutoff(MissionStatus.ON_SALE, now=now, ago=timedelta(days=2))
+    deck = SlotClassFactory.create(mission=mission)
+    bulk_confirmed(deck, [OrganisationFactory.create()], 2)
+    manifests_freeze_due(now=now - timedelta(days=1))
+    # A slip moved the cutoff on and sales reopened; nothing changed; the new cutoff passed.
+    Mission.objects.filter(pk=mission.pk).update(booking_cutoff=now + timedelta(days=1))
+    move(mission, MissionStatus.ON_SALE)
+    Mission.objects.filter(pk=mission.pk).update(booking_cutoff=now - timedelta(minutes=1))
+
+    assert manifests_freeze_due(now=now) == []
+    # Once closed, the job does not rebuild the manifest minute after minute: it reads the
+    # due missions and the latest version, and stops.
+    with django_assert_max_num_queries(2):
+        assert manifests_freeze_due(now=now) == []
+
+    mission.refresh_from_db()
+    assert mission.status == MissionStatus.SALES_CLOSED
+    assert ManifestVersion.objects.filter(mission=mission).count() == 1
+
+
 # --- the public status page ------------------------------------------------------------
 
 
