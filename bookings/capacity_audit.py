@@ -2,7 +2,7 @@
 
 ``taken_g``/``taken_units`` are counters the booking services keep under the class's row
 lock; the truth they summarise is the bookings themselves. A class's counter must equal the
-mass (and units) of its held and confirmed bookings. Held includes holds past their expiry
+mass (and units) of its held, confirmed and flown bookings. Held includes holds past their expiry
 that no sweep has written yet: they keep their capacity in the counter until released.
 
 Everything is read in one SELECT, so the counters and the bookings come from the same
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from django.db.models import Q, Sum, Value
 from django.db.models.functions import Coalesce
 
-from bookings.models import BookingStatus
+from bookings.models import CAPACITY_STATUSES
 from marketplace.models import SlotClass
 
-COUNTED = (BookingStatus.HELD, BookingStatus.CONFIRMED)
+COUNTED = CAPACITY_STATUSES
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ BOOKING_TRANSITIONS: dict[str, set[str]] = {
     BookingStatus.FLOWN: set(),
 }
 
-# Statuses whose mass counts against the slot class's capacity.
-CAPACITY_STATUSES = (BookingStatus.HELD, BookingStatus.CONFIRMED)
+# Statuses whose mass counts against the slot class's capacity. Flown mass stays counted:
+# it went up with the lander and is never sold again.
+CAPACITY_STATUSES = (BookingStatus.HELD, BookingStatus.CONFIRMED, BookingStatus.FLOWN)
 
 
 class ReviewStatus(models.TextChoices):

@@ -415,3 +415,37 @@ def test_sales_staff_change_the_status_through_the_admin_action() -> None:
     assert "is now Launched" in done.content.decode()
     mission.refresh_from_db()
     assert mission.status == MissionStatus.LAUNCHED
+
+
+def test_flown_bookings_keep_their_capacity_and_the_audit_agrees() -> None:
+    from django.core.management import call_command
+
+    from bookings.capacity_audit import capacity_drift
+    from bookings.mission_ops import mission_set_status
+    from bookings.services import Actor, booking_confirm, booking_hold
+    from marketplace.models import Mission, MissionStatus, SlotClass
+    from tests.factories import ResellerFactory, SlotClassFactory
+
+    slot_class = SlotClassFactory.create()
+    booking = booking_hold(
+        slot_class_id=slot_class.pk,
+        organisation=ResellerFactory.create(),
+        channel="api",
+        actor=Actor.system("test"),
+        currency="JPY",
+        mass_g=2000,
+    )
+    booking_confirm(booking_id=booking.pk, actor=Actor.system("test"))
+    for status in (MissionStatus.SALES_CLOSED, MissionStatus.INTEGRATION, MissionStatus.LAUNCHED):
+        mission_set_status(
+            mission_id=slot_class.mission_id, status=status, actor=Actor.system("test")
+        )
+    mission_set_status(
+        mission_id=slot_class.mission_id, status=MissionStatus.FAILED, actor=Actor.system("test")
+    )
+    booking.refresh_from_db()
+    assert booking.status == "flown"
+    assert SlotClass.objects.get(pk=slot_class.pk).taken_g == 2000
+    assert Mission.objects.get(pk=slot_class.mission_id).status == "failed"
+    assert capacity_drift() == []
+    call_command("verify_capacity")
