@@ -35,6 +35,8 @@ from typing import Any
 import pytest
 import schemathesis
 from django.core.management import call_command
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
@@ -373,6 +375,20 @@ class Tally:
 
 
 TALLY = Tally()
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_test_transaction_open() -> Iterator[None]:
+    """The requests go through the real WSGI handler, whose request signals close "old"
+    database connections; inside a test's transaction that closes the test's own connection
+    on PostgreSQL. Django's test client unhooks the same handler for the same reason."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,6 +13,7 @@ The figures (bookings committed, side effects delivered, deliveries) go to
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -193,9 +194,10 @@ def broker_mentions(server: PrivateRedis, text: str) -> int:
     """Messages in the broker (queued or delivered but unacknowledged) that mention
     ``text``: what could still be delivered one day."""
     client = server.client()
-    queued = client.lrange("celery", 0, -1)
-    unacked = client.hvals("unacked") if client.exists("unacked") else []
-    return sum(text in message for message in [*queued, *unacked])
+    queued = [json.loads(raw) for raw in client.lrange("celery", 0, -1)]
+    # An unacknowledged entry is [message, exchange, routing key].
+    unacked = [json.loads(raw)[0] for raw in client.hvals("unacked")]
+    return sum(text in base64.b64decode(message["body"]).decode() for message in queued + unacked)
 
 
 def _hold(slot_class_id: int, organisation: Any) -> Booking:
