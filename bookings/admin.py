@@ -960,4 +960,4 @@ def _booking_csv_rows(bookings: QuerySet[Booking]) -> Iterator[list[object]]:
 
 
 # The mission-operations admin lives in modules of its own; importing them registers it.
-from bookings import admin_offers, admin_waitlist  # noqa: E402, F401
+from bookings import admin_offers, admin_operations, admin_waitlist  # noqa: E402, F401

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from bookings.exceptions import BookingError, InvalidTransition
 from bookings.locks import booking_qs_for_update
+from bookings.manifests import manifest_request_rebuild
 from bookings.models import (
     Booking,
     BookingEvent,
@@ -128,6 +129,11 @@ def payload_review_change(
             reason=reason,
             created_at=now,
         )
+        if status == BookingStatus.CONFIRMED:  # the manifest shows the review status
+            manifest_request_rebuild(
+                mission_id=booking.slot_class.mission_id,
+                reason=f"booking {booking.reference} payload review {to_status}",
+            )
         # TODO(offload): a rejected payload is offloaded with the refund its class's policy
         # gives; offer that cancellation to sales here once the offload flow exists.
     return declaration

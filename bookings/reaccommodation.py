@@ -53,6 +53,7 @@ from bookings.exceptions import (
     SalesClosed,
 )
 from bookings.locks import booking_qs_for_update
+from bookings.manifests import manifest_request_rebuild
 from bookings.models import (
     BOOKING_TRANSITIONS,
     Booking,
@@ -694,6 +695,11 @@ def _move(
     booking.slot_class = target
     booking.save(update_fields=["slot_class", "updated_at"])
     waitlist_offer_freed_capacity(source, now=now)
+    if booking.status == BookingStatus.CONFIRMED:  # it leaves one manifest for another
+        for mission_id in {source.mission_id, target.mission_id}:
+            manifest_request_rebuild(
+                mission_id=mission_id, reason=f"booking {booking.reference} moved"
+            )
     return source
 
 

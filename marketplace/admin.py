@@ -235,7 +235,9 @@ class MissionAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Mission | None = None) -> Any:
         # Positions and allocations are defined against the lander; a stored mission keeps it.
-        return ("lander", "allocation_display") if obj is not None else ()
+        # Its status changes only through mission_set_status (the "Change the mission
+        # status" action), which checks the transition map and tells the customers.
+        return ("lander", "status", "allocation_display") if obj is not None else ()
 
     def get_inline_instances(self, request: HttpRequest, obj: Mission | None = None) -> Any:
         inlines = super().get_inline_instances(request, obj)

@@ -98,6 +98,7 @@ def mission_reschedule(
         update_fields=["launch_window_start", "launch_window_end", "booking_cutoff", "updated_at"]
     )
     # Imported here: the catalogue does not import the bookings app at module load.
+    from bookings.manifests import manifest_request_rebuild
     from bookings.reaccommodation import offers_create_for_change
 
     offers_create_for_change(
@@ -106,4 +107,6 @@ def mission_reschedule(
         announced_by=announced_by,
         now=change.announced_at,
     )
+    # The manifest carries the launch window.
+    manifest_request_rebuild(mission_id=mission.pk, reason="schedule change")
     return change

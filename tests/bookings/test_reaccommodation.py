@@ -985,3 +985,23 @@ def test_the_booking_page_points_to_the_open_offer_and_to_rebooking(scene: Scene
     after = client.get(page).content.decode()
     assert reverse("bookings:offer", args=[booking.reference]) in after
     assert "has a new launch window" in html.unescape(after)
+
+
+def test_a_slip_and_a_move_ask_both_missions_manifests_to_rebuild(scene: Scene) -> None:
+    from bookings.models import OutboxMessage
+
+    def rebuilds() -> set[int]:
+        return {
+            message.payload["mission_id"]
+            for message in OutboxMessage.objects.filter(topic="manifest.rebuild")
+        }
+
+    OutboxMessage.objects.filter(topic="manifest.rebuild").delete()
+    slip(scene.mission)
+    assert rebuilds() == {scene.mission.pk}
+    target = another_mission_class()
+    OutboxMessage.objects.filter(topic="manifest.rebuild").delete()
+    offer_accept_move(
+        offer_id=offer_of(scene.sales_booking).pk, target_slot_class_id=target.pk, actor=SYSTEM
+    )
+    assert rebuilds() == {scene.mission.pk, target.mission_id}

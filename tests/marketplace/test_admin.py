@@ -785,3 +785,16 @@ def test_every_catalogue_admin_page_renders_with_the_demo_data(client: Client) -
     page = client.get(change_url(m3)).content.decode()
     assert "slips by one year" in page  # the recorded schedule change
     assert "285 kg of the lander" in page  # its allocation against the lander
+
+
+def test_a_stored_missions_status_cannot_be_edited_as_a_field(client: Client) -> None:
+    mission = MissionFactory.create(status="on_sale")
+    page = client.get(change_url(mission))
+    assert page.status_code == 200
+    assert 'name="status"' not in page.content.decode()
+    data = mission_change_data(client, mission)
+    data["status"] = "failed"
+    response = client.post(change_url(mission), data)
+    assert response.status_code in (200, 302)
+    mission.refresh_from_db()
+    assert mission.status == "on_sale"

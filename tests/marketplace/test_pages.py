@@ -509,3 +509,10 @@ def test_quote_in_a_currency_the_class_does_not_offer_says_so(client: Client) ->
 
     assert "USD is not offered for this slot class." in page
     assert "$" not in page.split("Instant quote")[1]
+
+
+def test_mission_page_links_to_its_public_status_page(client: Client) -> None:
+    mission = MissionFactory.create(code="M9")
+    page = client.get(f"/missions/{mission.code}/").content.decode()
+    assert 'href="/missions/M9/status/"' in page
+    assert client.get("/missions/M9/status/").status_code == 200
