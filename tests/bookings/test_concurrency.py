@@ -22,10 +22,12 @@ from django.utils import timezone
 from pytest_django import Settings
 
 from accounts.models import Organisation
+from accounts.services import api_key_issue
 from bookings import services
 from bookings.exceptions import InsufficientCapacity
 from bookings.models import CAPACITY_STATUSES, Booking, BookingEvent, BookingStatus
 from marketplace.models import SlotClass
+from tests.bookings.api_helpers import BOOKINGS, bearer_client
 from tests.bookings.concurrency_helpers import (
     SYSTEM,
     Background,
@@ -54,7 +56,7 @@ ROUNDS = 5
 
 @pytest.fixture
 def racers() -> list[Organisation]:
-    return [OrganisationFactory.create() for _ in range(RACERS)]
+    return [ResellerFactory.create() for _ in range(RACERS)]
 
 
 # --- the race for the last capacity -----------------------------------------------------
@@ -93,11 +95,11 @@ class Race:
         return bool(self.integrity_errors) or live_g > self.capacity_g or taken_g != live_g
 
 
-def prefilled_class(**kwargs: Any) -> SlotClass:
+def prefilled_class() -> SlotClass:
     """A class with only ``SLOTS_LEFT`` requests of ``SIZE_G`` left: the rest is taken by a
     confirmed booking and two holds placed one at a time before the race."""
     slot_class = SlotClassFactory.create(
-        capacity_g=CAPACITY_G, min_mass_g=500, max_mass_g=10_000, mass_step_g=100, **kwargs
+        capacity_g=CAPACITY_G, min_mass_g=500, max_mass_g=10_000, mass_step_g=100
     )
     now = timezone.now()
     first, *_rest = [
@@ -193,6 +195,42 @@ def test_racing_holds_of_mixed_sizes_refuse_only_what_no_longer_fits(
         assert len(race.held) + len(refused_sizes) == RACERS, where
 
 
+def test_racing_api_holds_answer_201_for_what_fits_and_409_for_the_rest(
+    racers: list[Organisation],
+) -> None:
+    """The same race through HTTP: one reseller key and one API client per thread. Exactly
+    the requests that fit are 201, the rest 409 insufficient_capacity, never a 500."""
+    keys = [api_key_issue(organisation=org).raw_key for org in racers]
+    for round_number in range(3):
+        slot_class = prefilled_class()
+        body = {"slot_class": slot_class.pk, "mass_g": SIZE_G, "currency": "JPY"}
+        calls = [
+            partial(
+                bearer_client(key).post,
+                BOOKINGS,
+                body,
+                format="json",
+                HTTP_IDEMPOTENCY_KEY=f"race-{round_number}-{index}",
+            )
+            for index, key in enumerate(keys)
+        ]
+        outcomes = run_together(calls)
+        where = f"round {round_number}"
+        assert [o.error for o in outcomes if o.error is not None] == [], where
+        responses = [o.value for o in outcomes if o.value is not None]
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [201] * SLOTS_LEFT + [409] * (RACERS - SLOTS_LEFT), where
+        refusals = [r.json() for r in responses if r.status_code == 409]
+        assert {(r["code"], r["available_g"]) for r in refusals} == {
+            ("insufficient_capacity", 0)
+        }, where
+        created = {r.json()["reference"] for r in responses if r.status_code == 201}
+        assert len(created) == SLOTS_LEFT, where
+        live_g, _units = live_totals(slot_class.pk)
+        assert live_g == CAPACITY_G, where
+        assert counters(slot_class.pk) == (live_g, 0), where
+
+
 # --- the race is real: without the row lock the same race loses updates -------------------
 
 
@@ -241,18 +279,6 @@ class MixedClass:
     held_to_confirm: list[Booking]  # long holds, confirmed during the race
     held_to_cancel: list[Booking]  # long holds, cancelled during the race
 
-    @property
-    def prepared(self) -> list[Booking]:
-        return [
-            *self.lapsed_before,
-            *self.lapsing,
-            *self.lapsing_to_cancel,
-            *self.confirmed_before_expiry,
-            *self.confirmed_to_cancel,
-            *self.held_to_confirm,
-            *self.held_to_cancel,
-        ]
-
 
 MIXED_CAPACITY_G = 24_000
 LONG_HOLD_MINUTES = 3 * 24 * 60
@@ -263,33 +289,24 @@ def mixed_class() -> MixedClass:
         capacity_g=MIXED_CAPACITY_G, min_mass_g=500, max_mass_g=2000, mass_step_g=500
     )
     t0 = timezone.now()
+
+    def placed(count: int, *, at: datetime, minutes: int) -> list[Booking]:
+        return [
+            hold(slot_class, OrganisationFactory.create(), now=at, mass_g=SIZE_G,
+                 hold_minutes=minutes)
+            for _ in range(count)
+        ]  # fmt: skip
+
     before = t0 - timedelta(minutes=5)
-
-    def short(count: int) -> list[Booking]:  # lapse at t0 + 5 min
-        return [
-            hold(slot_class, OrganisationFactory.create(), now=before, mass_g=SIZE_G,
-                 hold_minutes=10)
-            for _ in range(count)
-        ]  # fmt: skip
-
-    def long(count: int) -> list[Booking]:
-        return [
-            hold(slot_class, OrganisationFactory.create(), now=before, mass_g=SIZE_G,
-                 hold_minutes=LONG_HOLD_MINUTES)
-            for _ in range(count)
-        ]  # fmt: skip
-
-    lapsing, lapsing_to_cancel = short(4), short(2)
-    confirmed_before_expiry, confirmed_to_cancel = short(2), short(2)
+    lapsing, lapsing_to_cancel = placed(4, at=before, minutes=10), placed(2, at=before, minutes=10)
+    confirmed_before_expiry = placed(2, at=before, minutes=10)
+    confirmed_to_cancel = placed(2, at=before, minutes=10)
     for booking in (*confirmed_before_expiry, *confirmed_to_cancel):
         services.booking_confirm(booking_id=booking.pk, actor=SYSTEM, now=t0 - timedelta(minutes=1))
-    held_to_confirm, held_to_cancel = long(4), long(2)
-    # Placed "earlier" than the rest so that none of the holds above has released them.
-    lapsed_before = [
-        hold(slot_class, OrganisationFactory.create(), now=t0 - timedelta(minutes=30),
-             mass_g=SIZE_G, hold_minutes=20)
-        for _ in range(3)
-    ]  # fmt: skip
+    held_to_confirm = placed(4, at=before, minutes=LONG_HOLD_MINUTES)
+    held_to_cancel = placed(2, at=before, minutes=LONG_HOLD_MINUTES)
+    # Placed "earlier" than the rest, so none of the holds above has released them.
+    lapsed_before = placed(3, at=t0 - timedelta(minutes=30), minutes=20)
     return MixedClass(
         slot_class=slot_class,
         t0=t0,
@@ -304,7 +321,9 @@ def mixed_class() -> MixedClass:
     )
 
 
-def observe_counters(slot_class: SlotClass, now: datetime, errors: list[str]) -> Any:
+def observe_counters(
+    slot_class: SlotClass, now: datetime, errors: list[str]
+) -> Callable[[threading.Event], None]:
     """An observer for ``run_together``: in one statement (one snapshot) it reads the counter,
     the sum of the live bookings and the catalogue's availability, again and again while the
     race runs, and notes any moment where they disagree."""
@@ -552,8 +571,9 @@ def test_helpers_close_every_thread_connection(racers: list[Organisation]) -> No
 
     before = count_backends()
     race_for_last_capacity(racers)
-    # A backend ends a moment after its client disconnects: poll, bounded.
+    # A backend ends a moment after its client disconnects: poll, bounded. (A backend of an
+    # earlier test may still be ending too, so the count may even drop below `before`.)
     until = time.monotonic() + 10
     while count_backends() > before and time.monotonic() < until:
         time.sleep(0.02)
-    assert count_backends() == before
+    assert count_backends() <= before

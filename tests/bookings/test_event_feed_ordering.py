@@ -133,9 +133,9 @@ def test_an_event_committed_late_is_delivered_once_after_the_cursor() -> None:
 def writer(
     seed: int, classes: list[SlotClass], organisations: list[Organisation], now: datetime
 ) -> Callable[[], int]:
-    """A thread of random holds, confirms and cancels, each in a transaction that lingers a
-    random moment before it commits, so commits land out of id order. Returns how many
-    transactions it committed."""
+    """A thread of random holds, confirms and cancels, each in a transaction that lingers
+    0, 5 or 40 ms before it commits, so commits land out of id order. Returns how many
+    bookings it made."""
     rng = random.Random(seed)
 
     def run() -> int:
@@ -157,16 +157,17 @@ def writer(
                             mass_g=500,
                         )
                     )
-                time.sleep(rng.uniform(0.002, 0.03))
+                time.sleep(rng.choice([0, 0.005, 0.04]))
         return len(mine)
 
     return run
 
 
 def test_a_poller_sees_every_event_once_in_order_while_commits_land_out_of_order() -> None:
-    organisations = [ResellerFactory.create() for _ in range(3)]
-    watched = organisations[0]
-    classes = [SlotClassFactory.create() for _ in range(8)]
+    watched, *others = [ResellerFactory.create() for _ in range(3)]
+    # Most bookings are the watched organisation's, so its own events interleave too.
+    organisations = [watched, watched, *others]
+    classes = [SlotClassFactory.create() for _ in range(16)]
     now = timezone.now()
     poller = Poller(watched, limit=5)  # small pages, so paging is exercised as well
 
@@ -178,9 +179,15 @@ def test_a_poller_sees_every_event_once_in_order_while_commits_land_out_of_order
                 return
             time.sleep(0.001)
 
+    def sequence_until_done(stop: threading.Event) -> None:
+        # The periodic sequencer task, run as often as it can go, numbering whatever has
+        # committed between two of the writers' commits.
+        while not stop.is_set():
+            services.booking_events_sequence()
+
     outcomes = run_together(
         [writer(seed, classes, organisations, now) for seed in range(8)],
-        observers=[poll_until_done],
+        observers=[poll_until_done, sequence_until_done],
     )
     assert [o.error for o in outcomes] == [None] * 8
 
