@@ -42,11 +42,17 @@ from accounts.authentication import ApiClient
 
 
 class Pagination(PageNumberPagination):
-    """``?page=`` and ``?page_size=`` (default 20, anything above 100 is read as 100)."""
+    """``?page=`` and ``?page_size=`` (default 20, anything above 100 is read as 100). Both
+    are whole numbers of at least 1 when given: anything else (an empty value included) is a
+    400 naming the parameter, not silently the default."""
 
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        check_page_parameters(request)
+        return super().paginate_queryset(queryset, request, view)
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         # The contract says absent values are null, never left out: all four keys always come.
@@ -93,6 +99,18 @@ class Pagination(PageNumberPagination):
         ]
 
 
+def check_page_parameters(request: Request) -> None:
+    """Raise a 400 ``invalid`` naming ``page``/``page_size`` unless each given value is a
+    whole number of at least 1."""
+    errors: dict[str, list[str]] = {}
+    for name in ("page", "page_size"):
+        for value in request.query_params.getlist(name):
+            if not (value.isascii() and value.isdigit() and int(value) >= 1):
+                errors[name] = [_("Give a whole number of at least 1.")]
+    if errors:
+        raise exceptions.ValidationError(errors)
+
+
 def choice_filter(choices: type[models.Choices], *, help_text: str) -> serializers.ChoiceField:
     """An optional ``?name=`` filter over a choice set, for a query serializer: an unknown value
     is 400 ``invalid`` with a field message that lists the known values."""
@@ -100,6 +118,8 @@ def choice_filter(choices: type[models.Choices], *, help_text: str) -> serialize
     return serializers.ChoiceField(
         choices=choices.choices,
         required=False,
+        # An empty value means no filter (validated_query drops it); documented as such.
+        allow_blank=True,
         help_text=help_text,
         error_messages={"invalid_choice": f"Unknown value {{input!r}}; use one of {known}."},
     )

@@ -6,7 +6,8 @@ What is automatic (``postprocess_api_conventions``, registered in ``SPECTACULAR_
 - on every operation a 401 (``authentication_failed``, and ``not_authenticated`` where a key
   is required) with its ``WWW-Authenticate`` header, and a 429 ``throttled`` with
   ``Retry-After``;
-- on every paginated list a 404 ``not_found`` (a page past the end);
+- on every paginated list a 404 ``not_found`` (a page past the end) and a 400 ``invalid``
+  (a ``page`` or ``page_size`` that is not a whole number of at least 1);
 - the ``bearer`` security scheme, from ``ApiKeyAuthenticationScheme``; operations that
   allow anonymous calls list ``{}`` first in their ``security``.
 
@@ -260,7 +261,9 @@ def _add_shared_responses(operation: dict[str, Any]) -> None:
     defaults: dict[int, list[str]] = {401: unauthorised, 429: ["throttled"]}
     parameters = operation.get("parameters", [])
     if any(p.get("in") == "query" and p.get("name") == "page" for p in parameters):
+        # A page past the end, and a page or page size that is not a whole number ≥ 1.
         defaults[404] = ["not_found"]
+        defaults[400] = ["invalid"]
     for status, codes in defaults.items():
         responses.setdefault(str(status), _error_response_object(status, codes))
     for status, headers in RESPONSE_HEADERS.items():

@@ -86,17 +86,6 @@ FUZZ_SETTINGS = settings(
 # --- known findings ---------------------------------------------------------------------
 
 
-def _hazards(case: Any) -> object:
-    body = case.body if isinstance(case.body, dict) else {}
-    payload = body.get("payload") if "slot_class" in body else body
-    return payload.get("hazards") if isinstance(payload, dict) else None
-
-
-def _null_hazard(case: Any) -> bool:
-    hazards = _hazards(case)
-    return isinstance(hazards, list) and any(item is None for item in hazards)
-
-
 @dataclass(frozen=True)
 class Finding:
     """Something the fuzzer found that the API has not fixed yet."""
@@ -110,25 +99,9 @@ class Finding:
     lenient_query: dict[str, Callable[[object], bool]] = field(default_factory=dict)
 
 
-KNOWN_FINDINGS = [
-    Finding(
-        name="null-hazard-500",
-        what='A hazard that is null ("payload": {"hazards": [null]}) in POST /bookings/ '
-        "or PATCH /bookings/{reference}/payload/ is a 500 (TypeError in payload_input).",
-        skip_request=_null_hazard,
-    ),
-    Finding(
-        name="page-size-unchecked",
-        what="?page_size=0, -3, abc or an empty value answers 200 with the default page "
-        "size, and an empty ?page= answers page 1; the document says integers of at least 1.",
-        lenient_query={"page_size": lambda value: True, "page": lambda value: value == ""},
-    ),
-    Finding(
-        name="empty-mission-status",
-        what="GET /missions/?status= answers 200 (an empty filter counts as absent, as the "
-        "bookings list documents), but the document gives the parameter no empty value.",
-        lenient_query={"status": lambda value: value in ("", None)},
-    ),
+KNOWN_FINDINGS: list[Finding] = [
+    # Empty: the three findings of the first run (a null hazard answered 500, unchecked page
+    # sizes, an undocumented empty mission filter) are fixed and pinned by the tests below.
 ]
 
 
@@ -435,10 +408,9 @@ def test_api_without_a_key_never_errors_and_keeps_to_its_document(case: Any, dem
     _call_and_check(case, "anonymous")
 
 
-# --- the known findings, pinned ---------------------------------------------------------
+# --- the first run's findings, fixed and pinned ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="known finding null-hazard-500 (see KNOWN_FINDINGS)")
 def test_a_null_hazard_in_a_hold_is_refused_as_invalid() -> None:
     deck = SlotClassFactory.create()
     client = bearer_client(api_key_issue(organisation=ResellerFactory.create()).raw_key)
@@ -449,7 +421,6 @@ def test_a_null_hazard_in_a_hold_is_refused_as_invalid() -> None:
     assert response.status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason="known finding null-hazard-500 (see KNOWN_FINDINGS)")
 def test_a_null_hazard_in_a_payload_update_is_refused_as_invalid() -> None:
     deck = SlotClassFactory.create()
     client = bearer_client(api_key_issue(organisation=ResellerFactory.create()).raw_key)
@@ -461,14 +432,12 @@ def test_a_null_hazard_in_a_payload_update_is_refused_as_invalid() -> None:
     assert response.status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason="known finding page-size-unchecked (see KNOWN_FINDINGS)")
 @pytest.mark.parametrize("page_size", ["0", "-3", "abc"])
 def test_a_page_size_the_document_forbids_is_refused(page_size: str) -> None:
     client = bearer_client(api_key_issue(organisation=ResellerFactory.create()).raw_key)
     assert client.get(f"/api/v1/bookings/?page_size={page_size}").status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason="known finding empty-mission-status (see KNOWN_FINDINGS)")
 def test_the_document_allows_the_empty_mission_status_the_api_accepts() -> None:
     document = SCHEMA.raw_schema
     (status,) = [

@@ -135,7 +135,8 @@ def test_list_parameters_are_status_page_and_page_size():
     parameters = {p["name"]: p for p in openapi_document()["paths"][LIST]["get"]["parameters"]}
 
     assert set(parameters) == {"status", "page", "page_size"}
-    assert parameters["status"]["schema"]["enum"] == MissionStatus.values
+    # An empty ?status= means no filter, and the document says so.
+    assert parameters["status"]["schema"]["enum"] == [*MissionStatus.values, ""]
     assert parameters["page"]["schema"]["type"] == "integer"
     assert parameters["page_size"]["schema"]["type"] == "integer"
 

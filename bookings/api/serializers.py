@@ -271,6 +271,13 @@ class PayloadInputSerializer(StrictSerializer):
     )
     export_classification = ExportClassificationField(required=False, allow_null=True)
 
+    def validate_hazards(self, value: list[Any] | None) -> list[Any] | None:
+        # DRF hands the list's allow_null down to its items: a null hazard must be refused
+        # here, or it reaches the service as None.
+        if value is not None and any(item is None for item in value):
+            raise serializers.ValidationError("Each hazard is an object; null is not a hazard.")
+        return value
+
 
 # Documented as PatchedPayloadRequest: drf-spectacular's name for the PATCH form of Payload.
 @extend_schema_serializer(component_name="Payload")

@@ -148,19 +148,6 @@ def path_id(value: str | int) -> int:
     return int(text)
 
 
-def check_page_parameters(request: Request) -> None:
-    """``page`` and ``page_size`` are documented as whole numbers of at least 1: anything
-    else (an empty value included) is refused, naming the parameter, rather than read as the
-    default."""
-    errors: dict[str, list[str]] = {}
-    for name in ("page", "page_size"):
-        for value in request.query_params.getlist(name):
-            if not (value.isascii() and value.isdigit() and int(value) >= 1):
-                errors[name] = [_("Give a whole number of at least 1.")]
-    if errors:
-        raise exceptions.ValidationError(errors)
-
-
 def waitlist_api_error_for(exc: Exception) -> Exception:
     if isinstance(exc, waitlist.CapacityAvailable):
         extra: dict[str, Any] = {"available_g": exc.available_g}
@@ -203,7 +190,6 @@ class WaitlistListView(WaitlistApiView):
         responses={200: WaitlistEntrySerializer(many=True), **error_responses("invalid")},
     )
     def get(self, request: Request) -> Response:
-        check_page_parameters(request)
         query = validated_query(WaitlistListQuerySerializer, request)
         entries = waitlist.waitlist_list(
             organisation=self.client.organisation, status=query.get("status")

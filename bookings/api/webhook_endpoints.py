@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from bookings import webhooks_out
 from bookings.api.serializers import DocumentedSerializer, StrictCharField, StrictSerializer
 from bookings.api.views import IDEMPOTENCY_PARAMETERS, WRITE_ERRORS, ResellerApiView
-from bookings.api.waitlist import check_page_parameters, path_id
+from bookings.api.waitlist import path_id
 from bookings.models import WebhookEndpoint
 from config.schema import error_responses
 from marketplace.api.serializers import UtcDateTimeField
@@ -101,7 +101,6 @@ class WebhookEndpointListView(WebhookApiView):
         responses={200: WebhookEndpointSerializer(many=True), **error_responses("invalid")},
     )
     def get(self, request: Request) -> Response:
-        check_page_parameters(request)
         # The base view is typed for bookings; pagination itself does not care.
         page: Any = self.paginate_queryset(cast(Any, self.endpoints()))
         return self.get_paginated_response(WebhookEndpointSerializer(page, many=True).data)
