@@ -134,46 +134,29 @@ def refund_due(booking: Booking, *, now: datetime) -> Money:
     return Money(booking.price_amount * percent // 100, booking.currency)
 
 
+_EXPIRED_EVENT_VALUES = (
+    EventType.BOOKING_EXPIRED,
+    BookingStatus.HELD,
+    BookingStatus.EXPIRED,
+    "system:hold-expiry",
+    "The hold lapsed before it was confirmed.",
+)
+
+
 def _release_lapsed_holds(slot_class: SlotClass, *, now: datetime) -> int:
-    """Expire the class's holds past their expiry, set-based: one UPDATE of the bookings, one
-    INSERT…SELECT of their events, one save of the counters. The caller holds the class's row
-    lock, so the set cannot change underneath (a lapsed hold cannot be confirmed, and cancels
-    take the same lock). Returns how many holds were released."""
-    lapsed = Booking.objects.filter(
-        slot_class_id=slot_class.pk, status=BookingStatus.HELD, hold_expires_at__lte=now
-    )
-    totals = lapsed.aggregate(count=Count("pk"), mass=Sum("mass_g"), units=Sum("quantity"))
-    count = totals["count"] or 0
+    """Expire the class's holds past their expiry, set-based: the bookings' UPDATE, an
+    INSERT…SELECT of their events and one save of the counters, which drop by exactly what
+    the UPDATE changed. The caller holds the class's row lock. A booking confirmed while this
+    waited for its row (a confirm at the last second before expiry) is skipped by the
+    UPDATE's own status check and stays confirmed. Returns how many holds were released."""
+    if connection.vendor == "postgresql":
+        count, mass, units = _expire_lapsed_returning(slot_class.pk, now=now)
+    else:
+        count, mass, units = _expire_lapsed_serialised(slot_class.pk, now=now)
     if not count:
         return 0
-    table = BookingEvent._meta.db_table
-    booking_table = Booking._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO {table} (booking_id, organisation_id, type, from_status, to_status,
-                                 actor, reason, data, created_at)
-            SELECT id, organisation_id, %s, %s, %s, %s, %s, '{{}}', %s
-            FROM {booking_table}
-            WHERE slot_class_id = %s AND status = %s AND hold_expires_at <= %s
-            """,  # noqa: S608 (table names come from model metadata, values are parameters)
-            [
-                EventType.BOOKING_EXPIRED,
-                BookingStatus.HELD,
-                BookingStatus.EXPIRED,
-                "system:hold-expiry",
-                "The hold lapsed before it was confirmed.",
-                now,
-                slot_class.pk,
-                BookingStatus.HELD,
-                now,
-            ],
-        )
-    updated = lapsed.update(status=BookingStatus.EXPIRED, expired_at=now)
-    if updated != count:  # impossible under the class lock; refuse to corrupt the counters
-        raise RuntimeError(f"expired {updated} holds but counted {count}")
-    slot_class.taken_g -= totals["mass"] or 0
-    slot_class.taken_units -= totals["units"] or 0
+    slot_class.taken_g -= mass
+    slot_class.taken_units -= units
     slot_class.save(update_fields=["taken_g", "taken_units"])
     outbox_write(
         topic="bookings.expired",
@@ -182,6 +165,72 @@ def _release_lapsed_holds(slot_class: SlotClass, *, now: datetime) -> int:
     # Freed capacity goes to the waitlist before any new hold (still under the class lock).
     waitlist.waitlist_offer_freed_capacity(slot_class, now=now)
     return count
+
+
+def _expire_lapsed_returning(slot_class_id: int, *, now: datetime) -> tuple[int, int, int]:
+    """PostgreSQL: one statement updates the lapsed holds, writes an event for each row it
+    actually changed and sums what they held, so a row skipped at the last moment is neither
+    counted nor given an event."""
+    booking_table = Booking._meta.db_table
+    event_table = BookingEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH expired AS (
+                UPDATE {booking_table}
+                SET status = %s, expired_at = %s, updated_at = %s
+                WHERE slot_class_id = %s AND status = %s AND hold_expires_at <= %s
+                RETURNING id, organisation_id, mass_g, quantity
+            ), events AS (
+                INSERT INTO {event_table} (booking_id, organisation_id, type, from_status,
+                                           to_status, actor, reason, data, created_at)
+                SELECT id, organisation_id, %s, %s, %s, %s, %s, '{{}}', %s FROM expired
+            )
+            SELECT count(*), coalesce(sum(mass_g), 0), coalesce(sum(quantity), 0)
+            FROM expired
+            """,  # noqa: S608 (table names come from model metadata, values are parameters)
+            [
+                BookingStatus.EXPIRED,
+                now,
+                now,
+                slot_class_id,
+                BookingStatus.HELD,
+                now,
+                *_EXPIRED_EVENT_VALUES,
+                now,
+            ],
+        )
+        count, mass, units = cursor.fetchone() or (0, 0, 0)  # an aggregate answers one row
+    return int(count), int(mass), int(units)
+
+
+def _expire_lapsed_serialised(slot_class_id: int, *, now: datetime) -> tuple[int, int, int]:
+    """Other databases (SQLite): transactions take the write lock when they start
+    (IMMEDIATE), so nothing can change between counting, writing the events and updating."""
+    lapsed = Booking.objects.filter(
+        slot_class_id=slot_class_id, status=BookingStatus.HELD, hold_expires_at__lte=now
+    )
+    totals = lapsed.aggregate(count=Count("pk"), mass=Sum("mass_g"), units=Sum("quantity"))
+    count = totals["count"] or 0
+    if not count:
+        return 0, 0, 0
+    booking_table = Booking._meta.db_table
+    event_table = BookingEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {event_table} (booking_id, organisation_id, type, from_status,
+                                       to_status, actor, reason, data, created_at)
+            SELECT id, organisation_id, %s, %s, %s, %s, %s, '{{}}', %s
+            FROM {booking_table}
+            WHERE slot_class_id = %s AND status = %s AND hold_expires_at <= %s
+            """,  # noqa: S608 (table names come from model metadata, values are parameters)
+            [*_EXPIRED_EVENT_VALUES, now, slot_class_id, BookingStatus.HELD, now],
+        )
+    updated = lapsed.update(status=BookingStatus.EXPIRED, expired_at=now, updated_at=now)
+    if updated != count:  # the write lock makes this impossible; never corrupt the counters
+        raise RuntimeError(f"expired {updated} holds but counted {count}")
+    return count, totals["mass"] or 0, totals["units"] or 0
 
 
 def _create_with_reference(**fields: object) -> Booking:
@@ -275,6 +324,14 @@ def booking_hold(
 
     with transaction.atomic():
         locked = slot_class_qs_for_update().get(pk=slot_class_id)
+        # Lock order is class → organisation → booking: the organisation is locked before
+        # releasing lapsed holds row-locks bookings (an on-account confirm holds the
+        # organisation and waits for a booking).
+        org = (
+            organisation_qs_for_update().get(pk=organisation.pk)
+            if organisation.held_mass_cap_g is not None
+            else None
+        )
         _release_lapsed_holds(locked, now=now)
         available_g = locked.capacity_g - locked.taken_g
         available_units = (
@@ -284,8 +341,7 @@ def booking_hold(
             available_units is not None and (quantity or 0) > available_units
         ):
             raise InsufficientCapacity(available_g=available_g, available_units=available_units)
-        if organisation.held_mass_cap_g is not None:
-            org = organisation_qs_for_update().get(pk=organisation.pk)
+        if org is not None:
             held = (
                 Booking.objects.live_holds(now)
                 .filter(organisation=org)

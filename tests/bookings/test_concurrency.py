@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -449,7 +449,7 @@ def test_mixed_race_keeps_counters_equal_to_the_live_bookings() -> None:
         assert expired_events.count() == len(expired), where
 
 
-# --- known interleavings that break (xfail until the services are fixed) ----------------
+# --- interleavings that once broke, pinned --------------------------------------------
 
 
 def raise_first_error(*outcomes: Outcome[Any]) -> None:
@@ -467,16 +467,6 @@ def _hold_row_lock(booking_id: int, locked: threading.Event, release: threading.
         assert release.wait(30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason=(
-        "BUG: _release_lapsed_holds counts the lapsed holds, then its UPDATE skips one a "
-        "concurrent confirm (with an earlier `now`) committed meanwhile, and it raises "
-        "RuntimeError('expired 0 holds but counted 1'): the sweep aborts, and a hold or "
-        "cancel on the same class fails with a 500."
-    ),
-)
 def test_sweep_racing_a_confirm_at_the_expiry_edge_leaves_it_confirmed() -> None:
     """The minimal interleaving: the confirm has read the hold as live (its `now` is before
     expiry) and holds the row; the sweep (its `now` after expiry) counts the hold as lapsed
@@ -506,23 +496,13 @@ def test_sweep_racing_a_confirm_at_the_expiry_edge_leaves_it_confirmed() -> None
         release.set()
     assert holder.outcome().error is None
     confirmed, swept = confirm.outcome(), sweep.outcome()
-    raise_first_error(confirmed, swept)  # the xfail expects the sweep's RuntimeError only
+    raise_first_error(confirmed, swept)
     assert swept.value == 0
     booking.refresh_from_db()
     assert booking.status == BookingStatus.CONFIRMED
     assert counters(slot_class.pk) == live_totals(slot_class.pk) == (SIZE_G, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OperationalError,
-    reason=(
-        "BUG: lock order. A hold by an organisation with a held-mass cap locks the class, "
-        "row-locks the class's lapsed bookings (the release UPDATE), then the organisation; "
-        "an on-account confirm locks the organisation, then the booking. PostgreSQL detects "
-        "the deadlock and aborts one of them."
-    ),
-)
 def test_capped_hold_racing_an_on_account_confirm_does_not_deadlock() -> None:
     """The confirm (its `now` before expiry) queues first for the organisation's lock; the
     hold (its `now` after expiry) then expires the booking in its release and queues for the
@@ -562,7 +542,7 @@ def test_capped_hold_racing_an_on_account_confirm_does_not_deadlock() -> None:
         release.set()
     assert holder.outcome().error is None
     confirmed, held = confirm.outcome(), second.outcome()
-    raise_first_error(confirmed, held)  # the xfail expects PostgreSQL's deadlock error only
+    raise_first_error(confirmed, held)
     booking.refresh_from_db()
     assert booking.status == BookingStatus.CONFIRMED
     assert held.value is not None
