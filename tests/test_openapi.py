@@ -309,4 +309,6 @@ def test_docs_page_answers_with_html(api_client):
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
-    assert b"/api/v1/schema/" in response.content
+    # Swagger UI's start-up script is served beside the page and names the schema.
+    assert b'<script src="/api/v1/docs/?script="></script>' in response.content
+    assert b"/api/v1/schema/" in api_client.get("/api/v1/docs/?script=").content

@@ -311,10 +311,8 @@ def content_security_policy(*, stripe_api_base: str | None = None) -> dict[str, 
       ``stripe_api_base`` (a local sandbox) that origin's Stripe.js and API too;
     - inline styles: the capacity bars size themselves with ``style`` attributes and Swagger
       UI ships a ``<style>`` block; ``data:`` images are Swagger UI's icons;
-    - the API docs: drf-spectacular's Swagger UI page starts itself with an inline script
-      holding the request's CSRF token, which no hash can name, so inline ``<script>``
-      elements are allowed until the docs use ``SpectacularSwaggerSplitView`` (its start-up
-      script comes from 'self'); inline event handlers (``onclick=``) stay forbidden.
+    - no inline scripts: the API docs use ``SpectacularSwaggerSplitView``, whose start-up
+      script comes from 'self'; inline event handlers (``onclick=``) are forbidden too.
     """
     sandbox = []
     if stripe_api_base:
@@ -323,7 +321,7 @@ def content_security_policy(*, stripe_api_base: str | None = None) -> dict[str, 
     return {
         "DIRECTIVES": {
             "default-src": [SELF],
-            "script-src": [SELF, UNSAFE_INLINE, *STRIPE_JS_ORIGINS, *sandbox],
+            "script-src": [SELF, *STRIPE_JS_ORIGINS, *sandbox],
             "script-src-attr": [NONE],
             "style-src": [SELF, UNSAFE_INLINE],
             "img-src": [SELF, "data:"],

@@ -14,3 +14,5 @@ if not base.STRIPE_SECRET_KEY:
     STRIPE_PUBLISHABLE_KEY = "pk_test_local"
     STRIPE_WEBHOOK_SECRET = base.STRIPE_WEBHOOK_SECRET or "whsec_local"
     STRIPE_API_BASE = base.STRIPE_API_BASE or "http://127.0.0.1:12111"
+    # The policy names the Stripe.js origin, so it is built again for the sandbox.
+    CONTENT_SECURITY_POLICY = content_security_policy(stripe_api_base=STRIPE_API_BASE)

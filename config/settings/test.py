@@ -26,3 +26,5 @@ STRIPE_SECRET_KEY = "sk_test_moonslot"  # noqa: S105 (test-only, no real account
 STRIPE_PUBLISHABLE_KEY = "pk_test_moonslot"
 STRIPE_WEBHOOK_SECRET = "whsec_test_moonslot"  # noqa: S105
 STRIPE_API_BASE = "http://127.0.0.1:9"
+# The policy names the Stripe.js origin, so it is built again for this base.
+CONTENT_SECURITY_POLICY = content_security_policy(stripe_api_base=STRIPE_API_BASE)
