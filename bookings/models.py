@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.models import ApiKey, Organisation
 from bookings.querysets import BookingEventQuerySet, BookingQuerySet
@@ -724,7 +725,7 @@ class ReaccommodationOffer(models.Model):
 class WaitlistStatus(models.TextChoices):
     WAITING = "waiting", _("Waiting")
     OFFERED = "offered", _("Offered a hold")
-    BOOKED = "booked", _("Booked")
+    BOOKED = "booked", pgettext_lazy("waitlist status", "Booked")
     LAPSED = "lapsed", _("Offer lapsed")
     WITHDRAWN = "withdrawn", _("Withdrawn")
 
