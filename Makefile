@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STRIPE_SANDBOX_PORT ?= 12111
 
-.PHONY: demo test install lint typecheck migrations-check pytest bench clean
+.PHONY: demo test install system-packages lint typecheck migrations-check pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Debian packages the site uses at run time: the CJK font of the manifest PDFs. Installed
+# only when missing, and only where apt-get can be run (root); elsewhere a hint is printed.
+system-packages:
+	@if dpkg -s fonts-ipafont-gothic >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing fonts-ipafont-gothic (manifest PDFs)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-ipafont-gothic >/dev/null; \
+	else echo "Note: install the Debian package fonts-ipafont-gothic for manifest PDFs."; fi
+
 # With no Stripe keys, a local Stripe sandbox (localstripe, a separate process) takes the
 # card payments; it stops with the server.
-demo: install
+demo: install system-packages
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo_data
 	@echo
