@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import connection
 
@@ -74,7 +74,7 @@ def running_worker(
         "result_backend": celery_app.conf.result_backend,
         "task_always_eager": celery_app.conf.task_always_eager,
     }
-    celery_app.close()  # drop connections made under the previous broker settings
+    forget_celery_connections()  # made under the previous broker settings
     celery_app.conf.update(
         broker_url=broker_url, result_backend=broker_url, task_always_eager=False
     )
@@ -89,8 +89,20 @@ def running_worker(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-        celery_app.close()
+        forget_celery_connections()
         celery_app.conf.update(**previous)
+
+
+def forget_celery_connections() -> None:
+    """Drop every connection and cache Celery keeps for this process's app: the connection
+    pool (``close``), the producer pool and the result backend, which it builds once and
+    would otherwise keep using after the broker URL changes (a later test would publish to
+    an earlier test's broker)."""
+    app: Any = celery_app  # Celery has no public way to drop the last two
+    app.close()
+    app._backend_cache = None
+    vars(app._local).pop("backend", None)
+    app.amqp._producer_pool = None
 
 
 def mail_files(mail_dir: Path) -> list[str]:
