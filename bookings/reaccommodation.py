@@ -150,17 +150,7 @@ def _payload_of(booking: Booking) -> PayloadDeclaration | None:
 def _payload_input(declaration: PayloadDeclaration | None) -> PayloadInput | None:
     if declaration is None:
         return None
-    return PayloadInput(
-        name=declaration.name,
-        description=declaration.description,
-        mass_g=declaration.mass_g,
-        dimensions_mm=declaration.dimensions_mm,
-        power_w=declaration.power_w,
-        data_kbps=declaration.data_kbps,
-        hazards=declaration.hazards,
-        export_classification=declaration.export_classification,
-        inert_confirmed=declaration.inert_confirmed,
-    )
+    return PayloadInput.from_declaration(declaration)
 
 
 def check_target(booking: Booking, target: SlotClass, *, now: datetime) -> None:

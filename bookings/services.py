@@ -589,17 +589,7 @@ def booking_payload_update(
         if now >= booking.slot_class.mission.booking_cutoff:
             raise SalesClosed("The booking cutoff has passed; the payload can no longer change.")
         declaration = PayloadDeclaration.objects.select_for_update().get(booking=booking)
-        merged = PayloadInput(
-            name=declaration.name,
-            description=declaration.description,
-            mass_g=declaration.mass_g,
-            dimensions_mm=declaration.dimensions_mm,
-            power_w=declaration.power_w,
-            data_kbps=declaration.data_kbps,
-            hazards=declaration.hazards,
-            export_classification=declaration.export_classification,
-            inert_confirmed=declaration.inert_confirmed,
-        )
+        merged = PayloadInput.from_declaration(declaration)
         for name in payload.given:
             setattr(merged, name, getattr(payload, name))
         errors = check_payload(booking.slot_class, merged, booked_mass_g=booking.mass_g)

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from bookings.models import ExportClassification, HazardType
+from bookings.models import ExportClassification, HazardType, PayloadDeclaration
 from marketplace.models import SlotClass
 from marketplace.money import format_mass
 
@@ -36,6 +36,21 @@ class PayloadInput:
     export_classification: str | None = None
     inert_confirmed: bool | None = None
     given: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_declaration(cls, declaration: PayloadDeclaration) -> PayloadInput:
+        """What a stored declaration says, to check or merge a change into."""
+        return cls(
+            name=declaration.name,
+            description=declaration.description,
+            mass_g=declaration.mass_g,
+            dimensions_mm=declaration.dimensions_mm,
+            power_w=declaration.power_w,
+            data_kbps=declaration.data_kbps,
+            hazards=declaration.hazards,
+            export_classification=declaration.export_classification,
+            inert_confirmed=declaration.inert_confirmed,
+        )
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> PayloadInput:
