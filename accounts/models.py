@@ -196,3 +196,31 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class DeniedParty(models.Model):
+    """An entry of the denied-party list sales maintain. A customer organisation whose name
+    matches (ignoring case, punctuation and company suffixes), in the same country or with no
+    country given here, is held for review instead of confirmed."""
+
+    name = models.CharField(_("name"), max_length=200)
+    country = models.CharField(
+        _("country (ISO code)"),
+        max_length=2,
+        blank=True,
+        help_text=_("Empty: matches the name in any country."),
+    )
+    source = models.CharField(
+        _("source"), max_length=200, blank=True, help_text=_("The list this entry comes from.")
+    )
+    note = models.TextField(_("note"), blank=True)
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("denied party")
+        verbose_name_plural = _("denied parties")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.country})" if self.country else self.name

@@ -71,6 +71,16 @@ class ExportClassification(models.TextChoices):
     JP_FEFTA_LISTED = "JP_FEFTA_listed", _("Japan FEFTA listed")
 
 
+class ScreeningStatus(models.TextChoices):
+    """Denied-party screening of the customer organisation, run before confirmation."""
+
+    NOT_SCREENED = "not_screened", _("Not screened")
+    CLEAR = "clear", _("Clear")
+    MATCH = "match", _("Possible match: held for review")
+    CLEARED = "cleared", _("Cleared by sales after review")
+    DENIED = "denied", _("Denied")
+
+
 class Booking(models.Model):
     reference = models.CharField(_("reference"), max_length=REFERENCE_LENGTH, unique=True)
     organisation = models.ForeignKey(
@@ -111,6 +121,27 @@ class Booking(models.Model):
     customer_organisation = models.CharField(_("customer organisation"), max_length=200, blank=True)
     terms_version = models.CharField(_("terms version"), max_length=20, blank=True)
     terms_accepted_at = models.DateTimeField(_("terms accepted at"), null=True, blank=True)
+    # Bank transfers quote this, so sales can match money received to the booking.
+    payment_reference = models.CharField(
+        _("payment reference"), max_length=24, unique=True, null=True, blank=True
+    )
+    # Set when an instalment is still unpaid after the plan's grace period: sales follow up
+    # (a booking is never cancelled for it automatically). Cleared when it is paid.
+    overdue_since = models.DateTimeField(_("overdue since"), null=True, blank=True)
+    screening_status = models.CharField(
+        _("denied-party screening"),
+        max_length=12,
+        choices=ScreeningStatus.choices,
+        default=ScreeningStatus.NOT_SCREENED,
+    )
+    screening_note = models.TextField(_("screening note"), blank=True)
+    # An enterprise hold placed by sales: the customer completes it through a link carrying
+    # this token, accepting the contract (version, signer, time) before it is confirmed.
+    completion_token = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    contract_version = models.CharField(_("contract version"), max_length=20, blank=True)
+    contract_signer_name = models.CharField(_("contract signed by"), max_length=200, blank=True)
+    contract_signer_email = models.EmailField(_("signer's e-mail"), blank=True)
+    contract_accepted_at = models.DateTimeField(_("contract accepted at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -154,9 +185,18 @@ class Booking(models.Model):
             models.CheckConstraint(
                 condition=Q(currency__in=Currency.values), name="booking_currency_valid"
             ),
+            models.CheckConstraint(
+                condition=Q(screening_status__in=ScreeningStatus.values),
+                name="booking_screening_valid",
+            ),
         ]
         indexes = [
             models.Index(fields=["organisation", "-created_at"], name="booking_org_recent"),
+            models.Index(
+                fields=["overdue_since"],
+                condition=Q(overdue_since__isnull=False),
+                name="booking_overdue",
+            ),
             models.Index(
                 fields=["slot_class", "hold_expires_at"],
                 condition=Q(status="held"),
@@ -217,6 +257,9 @@ class PayloadDeclaration(models.Model):
         blank=True,
     )
     inert_confirmed = models.BooleanField(_("confirmed inert"), default=False)
+    review_note = models.TextField(_("review note"), blank=True)
+    # The last "please complete your declaration" e-mail before the cutoff.
+    reminded_at = models.DateTimeField(_("declaration reminder sent"), null=True, blank=True)
     review_status = models.CharField(
         _("review status"),
         max_length=20,
@@ -452,6 +495,17 @@ class Payment(models.Model):
         _("Stripe PaymentMethod"), max_length=255, blank=True
     )
     idempotency_key = models.CharField(max_length=255, unique=True)
+    instalment = models.ForeignKey(
+        "Instalment",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payments",
+        verbose_name=_("instalment"),
+    )
+    # A bank transfer as received: the reference the payer quoted and sales' note.
+    bank_reference = models.CharField(_("transfer reference"), max_length=140, blank=True)
+    note = models.TextField(_("note"), blank=True)
     failure_code = models.CharField(_("failure code"), max_length=100, blank=True)
     failure_message = models.TextField(_("failure message"), blank=True)
     amount_refunded = models.BigIntegerField(_("refunded (minor units)"), default=0)
@@ -612,6 +666,182 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.stripe_id}"
+
+
+# --- payment plans: instalments, and the documents issued for money ------------------------
+
+
+class InstalmentKind(models.TextChoices):
+    FULL = "full", _("Payment in full")
+    DEPOSIT = "deposit", _("Deposit")
+    INSTALMENT = "instalment", _("Instalment")
+
+
+class InstalmentStatus(models.TextChoices):
+    DUE = "due", _("Due")
+    PAID = "paid", _("Paid")
+    # The booking ended (cancelled, expired, offloaded) before this was paid.
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class Instalment(models.Model):
+    """One amount a booking owes, and when. The instalments of a booking add up to its price
+    exactly (``bookings.plans``). ``amount_paid`` counts money received against it, which may
+    fall short of ``amount`` (underpaid) or pass it (overpaid): both are shown, never
+    absorbed. ``due_at`` is empty for a milestone not reached yet."""
+
+    booking = models.ForeignKey(Booking, on_delete=models.CASCADE, related_name="instalments")
+    position = models.PositiveSmallIntegerField(_("position"))
+    kind = models.CharField(_("kind"), max_length=12, choices=InstalmentKind.choices)
+    label = models.CharField(_("label"), max_length=100)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices)
+    due_at = models.DateTimeField(_("due"), null=True, blank=True)
+    milestone = models.CharField(_("milestone"), max_length=20, blank=True)
+    status = models.CharField(
+        _("status"), max_length=12, choices=InstalmentStatus.choices, default=InstalmentStatus.DUE
+    )
+    amount_paid = models.BigIntegerField(_("paid (minor units)"), default=0)
+    paid_at = models.DateTimeField(_("paid at"), null=True, blank=True)
+    reminded_at = models.DateTimeField(_("reminder sent"), null=True, blank=True)
+    overdue_notified_at = models.DateTimeField(_("overdue notice sent"), null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["booking", "position"]
+        verbose_name = _("instalment")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["booking", "position"], name="instalment_position_unique"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="instalment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_paid__gte=0), name="instalment_paid_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=InstalmentStatus.values), name="instalment_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=InstalmentKind.values), name="instalment_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__in=Currency.values), name="instalment_currency_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="paid") | Q(paid_at__isnull=False),
+                name="instalment_paid_has_time",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["due_at"], condition=Q(status="due"), name="instalment_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.money}"
+
+    @property
+    def money(self) -> Money:
+        return Money(self.amount, self.currency)
+
+    @property
+    def outstanding(self) -> int:
+        return max(self.amount - self.amount_paid, 0)
+
+    @property
+    def overpaid(self) -> int:
+        return max(self.amount_paid - self.amount, 0)
+
+    def is_overdue(self, now: datetime | None = None) -> bool:
+        return (
+            self.status == InstalmentStatus.DUE
+            and self.due_at is not None
+            and self.due_at < (now or timezone.now())
+        )
+
+
+class DocumentKind(models.TextChoices):
+    INVOICE = "invoice", _("Invoice")
+    RECEIPT = "receipt", _("Receipt")
+    CREDIT_NOTE = "credit_note", _("Credit note")
+
+
+class DocumentSequence(models.Model):
+    """The last number given per kind and year; locked to number documents without gaps."""
+
+    kind = models.CharField(max_length=12, choices=DocumentKind.choices)
+    year = models.PositiveSmallIntegerField()
+    last_number = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "year"], name="document_sequence_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.year}: {self.last_number}"
+
+
+class BillingDocument(models.Model):
+    """An invoice (for an instalment), a receipt (for a payment) or a credit note (for a
+    refund): numbered once, its figures frozen when issued, its PDF built by a worker.
+    ``tax_lines`` holds, per rate, the taxable total and the tax it includes."""
+
+    number = models.CharField(_("number"), max_length=30, unique=True)
+    kind = models.CharField(_("kind"), max_length=12, choices=DocumentKind.choices)
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="documents")
+    instalment = models.ForeignKey(
+        Instalment, on_delete=models.PROTECT, null=True, blank=True, related_name="documents"
+    )
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="documents"
+    )
+    refund = models.ForeignKey(
+        Refund, on_delete=models.PROTECT, null=True, blank=True, related_name="documents"
+    )
+    currency = models.CharField(_("currency"), max_length=3, choices=Currency.choices)
+    total_amount = models.BigIntegerField(_("total (minor units)"))
+    tax_lines = models.JSONField(_("tax lines"), default=list, blank=True)
+    seller_registration_number = models.CharField(
+        _("seller's registration number"), max_length=20, blank=True
+    )
+    buyer_name = models.CharField(_("issued to"), max_length=200)
+    issued_at = models.DateTimeField(_("issued at"), default=timezone.now)
+    pdf = models.BinaryField(null=True, blank=True, editable=False)
+    emailed_at = models.DateTimeField(_("e-mailed at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-issued_at", "-pk"]
+        verbose_name = _("billing document")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=DocumentKind.values), name="document_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(total_amount__gte=0), name="document_total_non_negative"
+            ),
+            # One invoice per instalment, one receipt per payment, one credit note per refund,
+            # however often the handler that issues it runs.
+            models.UniqueConstraint(
+                fields=["instalment"],
+                condition=Q(kind="invoice"),
+                name="one_invoice_per_instalment",
+            ),
+            models.UniqueConstraint(
+                fields=["payment"], condition=Q(kind="receipt"), name="one_receipt_per_payment"
+            ),
+            models.UniqueConstraint(
+                fields=["refund"],
+                condition=Q(kind="credit_note"),
+                name="one_credit_note_per_refund",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    @property
+    def total(self) -> Money:
+        return Money(self.total_amount, self.currency)
 
 
 # --- mission operations: manifests, schedule-change offers, waitlists, reseller webhooks ----

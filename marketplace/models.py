@@ -66,6 +66,109 @@ MISSION_TRANSITIONS: dict[str, set[str]] = {
 }
 
 
+class TaxTreatment(models.TextChoices):
+    """Japanese consumption tax on a slot class. Prices include the tax; an invoice shows the
+    taxable total and the tax per rate (the qualified-invoice rules)."""
+
+    STANDARD = "standard", _("Consumption tax, standard rate (10%)")
+    REDUCED = "reduced", _("Consumption tax, reduced rate (8%)")
+    ZERO_RATED = "zero_rated", _("Export or international service: zero-rated (0%)")
+    EXEMPT = "exempt", _("Not subject to consumption tax")
+
+
+# The rate in percent of each treatment; None: outside the tax (no tax line at all).
+TAX_RATE_PERCENT: dict[str, int | None] = {
+    TaxTreatment.STANDARD: 10,
+    TaxTreatment.REDUCED: 8,
+    TaxTreatment.ZERO_RATED: 0,
+    TaxTreatment.EXEMPT: None,
+}
+
+
+class DueKind(models.TextChoices):
+    BEFORE_LAUNCH = "before_launch", _("Days before the launch window opens")
+    AFTER_BOOKING = "after_booking", _("Days after the booking is confirmed")
+    MILESTONE = "milestone", _("When a milestone is reached")
+
+
+class Milestone(models.TextChoices):
+    PAYLOAD_ACCEPTED = "payload_accepted", _("Payload accepted by review")
+    PAYLOAD_INTEGRATED = "payload_integrated", _("Payload integrated on the lander")
+
+
+class PaymentPlan(models.Model):
+    """Pay in full, or a deposit (a share of the price, due when the hold is confirmed) and
+    instalments (``PaymentPlanStep``) whose shares with the deposit's make 100%."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    deposit_percent = models.PositiveSmallIntegerField(
+        _("deposit (%)"), validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    reminder_days = models.PositiveSmallIntegerField(
+        _("reminder (days before due)"),
+        default=14,
+        help_text=_("The customer is reminded this many days before an instalment falls due."),
+    )
+    grace_days = models.PositiveSmallIntegerField(
+        _("grace period (days)"),
+        default=14,
+        help_text=_("An instalment unpaid this long after its due date flags the booking."),
+    )
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("payment plan")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(deposit_percent__gte=1, deposit_percent__lte=100),
+                name="plan_deposit_percent_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PaymentPlanStep(models.Model):
+    """One instalment after the deposit: its share and when it falls due."""
+
+    plan = models.ForeignKey(PaymentPlan, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField(_("position"))
+    label = models.CharField(_("label"), max_length=100)
+    percent = models.PositiveSmallIntegerField(
+        _("share (%)"), validators=[MinValueValidator(1), MaxValueValidator(99)]
+    )
+    due_kind = models.CharField(_("falls due"), max_length=16, choices=DueKind.choices)
+    days = models.PositiveIntegerField(_("days"), null=True, blank=True)
+    milestone = models.CharField(
+        _("milestone"), max_length=20, choices=Milestone.choices, blank=True
+    )
+
+    class Meta:
+        ordering = ["plan", "position"]
+        verbose_name = _("instalment")
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "position"], name="plan_step_position_unique"),
+            models.CheckConstraint(
+                condition=Q(percent__gte=1, percent__lte=99), name="plan_step_percent_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(due_kind__in=DueKind.values), name="plan_step_due_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=(Q(due_kind="milestone") & ~Q(milestone="") & Q(days__isnull=True))
+                | (~Q(due_kind="milestone") & Q(milestone="") & Q(days__isnull=False)),
+                name="plan_step_due_rule_complete",
+                violation_error_message=_(
+                    "A milestone instalment names its milestone; the others give a number of days."
+                ),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan} · {self.label} ({self.percent}%)"
+
+
 class LocalisedNameMixin:
     """Content names in English with an optional Japanese form, picked by the active language."""
 
@@ -194,6 +297,9 @@ class Mission(LocalisedNameMixin, models.Model):
             ),
         ]
         indexes = [models.Index(fields=["status", "launch_window_start"])]
+        # Moving a mission through its life (on sale, launched, failed…) is operations' call,
+        # apart from editing its details.
+        permissions = [("change_mission_status", "Can change a mission's status")]
 
     def __str__(self) -> str:
         return f"{self.code} — {self.name}"
@@ -305,6 +411,22 @@ class SlotClass(LocalisedNameMixin, models.Model):
         default=False,
         help_text=_("Consumer capsules: no power, no data, no liquids; a message is enough."),
     )
+    payment_plan = models.ForeignKey(
+        "PaymentPlan",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="slot_classes",
+        verbose_name=_("payment plan"),
+        help_text=_("Empty: paid in full when booked."),
+    )
+    tax_treatment = models.CharField(
+        _("tax treatment"),
+        max_length=12,
+        choices=TaxTreatment.choices,
+        default=TaxTreatment.STANDARD,
+        help_text=_("Japanese consumption tax on this class's prices, which include it."),
+    )
     sort_order = models.PositiveSmallIntegerField(default=0)
 
     objects = SlotClassQuerySet.as_manager()
@@ -315,6 +437,9 @@ class SlotClass(LocalisedNameMixin, models.Model):
         verbose_name_plural = _("slot classes")
         constraints = [
             models.CheckConstraint(condition=Q(capacity_g__gt=0), name="slot_capacity_positive"),
+            models.CheckConstraint(
+                condition=Q(tax_treatment__in=TaxTreatment.values), name="slot_tax_treatment_valid"
+            ),
             models.CheckConstraint(
                 condition=Q(taken_g__gte=0, taken_g__lte=F("capacity_g")),
                 name="slot_taken_within_capacity",
