@@ -7,6 +7,7 @@ from datetime import timedelta
 from celery import shared_task
 
 from bookings import (
+    billing,  # noqa: F401 (registers the billing documents' outbox handler)
     idempotency,
     notifications,  # noqa: F401 (registers the outbox handlers)
     outbox,

@@ -366,3 +366,17 @@ MFA_TOTP_ISSUER = "Moonslot"
 # Cancelling with a refund above this (minor units, per currency) needs a sales manager
 # (``bookings.refund_above_threshold``). A currency missing here always needs one.
 MOONSLOT_REFUND_APPROVAL_THRESHOLD = {"JPY": 5_000_000, "USD": 50_000_00}
+
+# --- Billing documents (bookings.billing) ------------------------------------------------
+# The seller named on invoices, receipts and credit notes. The registration number is the
+# qualified-invoice issuer number (T and 13 digits); the default is an obvious demo value
+# that production must replace (checked by ``manage.py check``, bookings.billing).
+MOONSLOT_SELLER_NAME = env("MOONSLOT_SELLER_NAME", default="Moonslot K.K. (demo)")
+MOONSLOT_SELLER_ADDRESS = env(
+    "MOONSLOT_SELLER_ADDRESS", default="1-1 Demo-cho, Chuo-ku, Tokyo 000-0000, Japan"
+)
+MOONSLOT_SELLER_REGISTRATION_NUMBER = env(
+    "MOONSLOT_SELLER_REGISTRATION_NUMBER", default="T0000000000000"
+)
+# Sales hear here about bookings whose instalment is still unpaid after the grace period.
+MOONSLOT_SALES_EMAIL = env("MOONSLOT_SALES_EMAIL", default="sales@moonslot.example")
