@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import ApiKey, Membership, Organisation, User
+from accounts.models import ApiKey, DeniedParty, Membership, Organisation, User
 from accounts.services import api_key_authenticate
 from marketplace.management.commands.load_demo_data import (
     MIN_SALES_LEAD,
@@ -25,6 +25,8 @@ from marketplace.models import (
     LanderPosition,
     Mission,
     MissionStatus,
+    PaymentPlan,
+    PaymentPlanStep,
     Pricing,
     ScheduleChange,
     SlotClass,
@@ -48,6 +50,9 @@ MODELS = [
     Organisation,
     Membership,
     ApiKey,
+    PaymentPlan,
+    PaymentPlanStep,
+    DeniedParty,
 ]
 
 
@@ -187,3 +192,14 @@ def test_the_demo_missions_are_listed_on_the_site_and_the_api() -> None:
     assert {"M3", "M4"} <= set(re.findall(r"\bM[34]\b", page.content.decode()))
     assert api.status_code == 200
     assert {m["code"] for m in api.json()["results"]} >= {"M3", "M4"}
+
+
+def test_kilogram_classes_are_paid_in_milestones_and_capsules_in_full() -> None:
+    load()
+    plan = PaymentPlan.objects.get()
+    shares = plan.deposit_percent + sum(step.percent for step in plan.steps.all())
+    assert shares == 100
+    for slot_class in SlotClass.objects.all():
+        expected = None if slot_class.pricing == Pricing.PER_UNIT else plan.pk
+        assert slot_class.payment_plan_id == expected, slot_class
+    assert DeniedParty.objects.filter(active=True).count() == 2

@@ -18,16 +18,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.mfa import demo_staff_totp_setup
-from accounts.models import ApiKey, Organisation, User
+from accounts.models import ApiKey, DeniedParty, Organisation, User
 from accounts.services import api_key_issue, personal_organisation_create, reseller_get_or_create
 from marketplace.exceptions import AllocationExceeded
 from marketplace.models import (
     CancellationTier,
     Destination,
+    DueKind,
     LanderModel,
     LanderPosition,
+    Milestone,
     Mission,
     MissionStatus,
+    PaymentPlan,
+    PaymentPlanStep,
     Pricing,
     SlotClass,
     SlotClassPrice,
@@ -278,6 +282,19 @@ def _shift(moment: datetime, years: int) -> datetime:
     return moment.replace(year=moment.year + years)
 
 
+DEMO_PLAN_NAME = "Deposit 20% + 3 milestones"
+# (label, share %, falls due, days, milestone): with the 20% deposit, 100%.
+DEMO_PLAN_STEPS: list[tuple[str, int, str, int | None, str]] = [
+    ("Build start", 30, DueKind.BEFORE_LAUNCH, 365, ""),
+    ("Payload delivery", 30, DueKind.MILESTONE, None, Milestone.PAYLOAD_ACCEPTED),
+    ("Launch", 20, DueKind.BEFORE_LAUNCH, 30, ""),
+]
+DEMO_DENIED_PARTIES = [
+    ("Example Embargoed Aerospace", "", "Demo list (fictitious)"),
+    ("Sanctioned Orbital Trading", "RU", "Demo list (fictitious)"),
+]
+
+
 class Command(BaseCommand):
     help = "Load demo landers, missions M3 and M4, and demo accounts. Safe to run again."
 
@@ -294,6 +311,10 @@ class Command(BaseCommand):
                     f"{mission.booking_cutoff:%Y-%m-%d}, {mission.slot_classes.count()} classes"
                 )
             lines.extend(self._accounts())
+            for name, country, source in DEMO_DENIED_PARTIES:
+                DeniedParty.objects.get_or_create(
+                    name=name, country=country, defaults={"source": source}
+                )
         self.stdout.write("Demo data loaded.")
         for line in lines:
             self.stdout.write(line)
@@ -343,8 +364,13 @@ class Command(BaseCommand):
                 "booking_cutoff": first_start - spec.cutoff_before_launch,
             },
         )
+        plan = self._payment_plan()
         for sort_order, class_spec in enumerate(spec.classes):
-            self._slot_class(mission, class_spec, sort_order)
+            slot_class = self._slot_class(mission, class_spec, sort_order)
+            # Kilograms are paid in milestones; capsules in full by card.
+            wanted = None if slot_class.is_per_unit else plan
+            if slot_class.payment_plan_id != (wanted.pk if wanted else None):
+                SlotClass.objects.filter(pk=slot_class.pk).update(payment_plan=wanted)
         try:
             mission_check_allocations(mission_id=mission.pk)
         except AllocationExceeded as exc:
@@ -359,6 +385,30 @@ class Command(BaseCommand):
             )
             mission.refresh_from_db()
         return mission
+
+    @staticmethod
+    def _payment_plan() -> PaymentPlan:
+        """The milestone plan of the kilogram classes (DOMAIN.md): a deposit to reserve, then
+        instalments at build start, payload delivery (acceptance) and launch."""
+        plan, _ = PaymentPlan.objects.update_or_create(
+            name=DEMO_PLAN_NAME,
+            defaults={"deposit_percent": 20, "reminder_days": 14, "grace_days": 14},
+        )
+        for position, (label, percent, due_kind, days, milestone) in enumerate(
+            DEMO_PLAN_STEPS, start=1
+        ):
+            PaymentPlanStep.objects.update_or_create(
+                plan=plan,
+                position=position,
+                defaults={
+                    "label": label,
+                    "percent": percent,
+                    "due_kind": due_kind,
+                    "days": days,
+                    "milestone": milestone,
+                },
+            )
+        return plan
 
     def _slot_class(self, mission: Mission, spec: ClassSpec, sort_order: int) -> SlotClass:
         position = LanderPosition.objects.get(lander_id=mission.lander_id, code=spec.position)
