@@ -248,6 +248,9 @@ MOONSLOT_OUTBOX_RETRY_AFTER = timedelta(
 MOONSLOT_WEBHOOKS_ALLOW_LOCAL = False
 # Test-only: turn the capacity row lock off to show the race it prevents. Never in production.
 MOONSLOT_DISABLE_CAPACITY_LOCK = False
+# The contract terms an enterprise hold's customer accepts (bookings.enterprise), unless sales
+# pick another version; its text is templates/bookings/contract_<version>.html if present.
+MOONSLOT_CONTRACT_VERSION = env("MOONSLOT_CONTRACT_VERSION", default="2026-1")
 
 # --- Stripe ---------------------------------------------------------------------------
 # Card payments. Empty keys disable card payments (the pay page says so); local.py and
