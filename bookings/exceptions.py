@@ -69,5 +69,13 @@ class InvalidTransition(BookingError):
         super().__init__(message or f"This booking is {from_status} and cannot become {to_status}.")
 
 
+class ContractNotAccepted(InvalidTransition):
+    """An enterprise hold (one with a completion link) whose customer has not accepted the
+    contract terms yet: it cannot be confirmed (``bookings.enterprise``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(from_status="held", to_status="confirmed", message=message)
+
+
 class TransientError(Exception):
     """A failure worth retrying (network, broker); tasks autoretry on it."""

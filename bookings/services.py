@@ -22,6 +22,7 @@ from bookings import waitlist  # a module import: waitlist imports this module t
 from bookings.exceptions import (
     BookingValidationError,
     ChannelNotAllowed,
+    ContractNotAccepted,
     CreditLimitExceeded,
     CurrencyNotOffered,
     HoldExpired,
@@ -436,6 +437,12 @@ def booking_confirm(
             raise HoldExpired("The hold has lapsed; place a new one.")
         if BookingStatus.CONFIRMED not in BOOKING_TRANSITIONS[booking.status]:
             raise InvalidTransition(from_status=booking.status, to_status=BookingStatus.CONFIRMED)
+        if booking.completion_token and booking.contract_accepted_at is None:
+            # An enterprise hold is confirmed only on contract terms its customer accepted.
+            raise ContractNotAccepted(
+                f"Booking {booking.reference} cannot be confirmed before the customer accepts "
+                "the contract terms through its completion link."
+            )
         if limit is not None:
             outstanding = _outstanding_on_account(booking.organisation, booking.currency)
             if outstanding + booking.price_amount > limit.amount:
