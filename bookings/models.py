@@ -301,6 +301,10 @@ class EventType(models.TextChoices):
     OFFER_DEFAULTED = "offer.defaulted", _("Unanswered by the deadline: stays on the mission")
     # The customer moved a confirmed booking to a later mission, for the rebooking fee.
     BOOKING_REBOOKED = "booking.rebooked", _("Moved to a later mission")
+    # An instalment still unpaid after the plan's grace period (bookings.instalment_reminders);
+    # sales follow up, nothing is cancelled. Cleared once nothing is past its grace any more.
+    BOOKING_OVERDUE = "booking.overdue", _("Payment overdue: flagged for sales")
+    BOOKING_OVERDUE_CLEARED = "booking.overdue_cleared", _("Overdue payment settled")
 
 
 class BookingEvent(models.Model):
