@@ -18,7 +18,10 @@ from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
 from accounts.models import ApiKey, CreditLimit, Organisation, User
-from bookings import waitlist  # a module import: waitlist imports this module too
+from bookings import (
+    plans,
+    waitlist,  # a module import: waitlist imports this module too
+)
 from bookings.exceptions import (
     BookingValidationError,
     ChannelNotAllowed,
@@ -129,10 +132,13 @@ def refund_tier(booking: Booking, *, now: datetime) -> CancellationTier | None:
 def refund_due(booking: Booking, *, now: datetime) -> Money:
     """What the class's cancellation policy gives back if ``booking`` is cancelled at ``now``:
     nothing for an unconfirmed hold; for a confirmed booking, the share of its tier
-    (``refund_tier``), rounded down to the minor unit."""
+    (``refund_tier``), rounded down to the minor unit, and on a payment plan never more than
+    its instalments received (``plans.refund_cap``)."""
     tier = refund_tier(booking, now=now)
     percent = tier.refund_percent if tier is not None else 0
-    return Money(booking.price_amount * percent // 100, booking.currency)
+    amount = booking.price_amount * percent // 100
+    cap = plans.refund_cap(booking) if amount else None
+    return Money(amount if cap is None else min(amount, cap), booking.currency)
 
 
 _EXPIRED_EVENT_VALUES = (
@@ -303,7 +309,7 @@ def booking_hold(
     now = now or timezone.now()
     # Everything that needs no lock is checked before taking one.
     slot_class = (
-        SlotClass.objects.select_related("mission", "position")
+        SlotClass.objects.select_related("mission", "position", "payment_plan")
         .prefetch_related("prices")
         .get(pk=slot_class_id)
     )
@@ -376,6 +382,8 @@ def booking_hold(
             terms_accepted_at=now if terms_version else None,
             created_at=now,
         )
+        # Deposit and instalments for a class with a payment plan (nothing otherwise).
+        plans.instalments_create(booking, slot_class, now=now)
         declaration = PayloadDeclaration(booking=booking, **_payload_fields(payload))
         if _data_complete(declaration):
             declaration.review_status = ReviewStatus.DATA_COMPLETE
@@ -456,6 +464,7 @@ def booking_confirm(
         booking.confirmed_at = now
         booking.on_account = on_account
         booking.save(update_fields=["status", "confirmed_at", "on_account", "updated_at"])
+        plans.instalments_confirmed(booking, now=now)
         event = _event(
             booking,
             type=EventType.BOOKING_CONFIRMED,
@@ -527,6 +536,7 @@ def _booking_cancel_in_current_class(
         booking.cancelled_at = now
         booking.refund_amount = refund.amount
         booking.save(update_fields=["status", "cancelled_at", "refund_amount", "updated_at"])
+        plans.instalments_cancel(booking)
         slot_class.taken_g -= booking.mass_g
         slot_class.taken_units -= booking.quantity or 0
         slot_class.save(update_fields=["taken_g", "taken_units"])
