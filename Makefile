@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STRIPE_SANDBOX_PORT ?= 12111
 
-.PHONY: demo test install system-packages lint typecheck migrations-check pytest bench clean
+.PHONY: demo test install system-packages bench-packages lint typecheck migrations-check pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,8 +60,18 @@ pytest: install
 
 test: lint typecheck migrations-check pytest
 
-bench: install
-	$(BIN)/python -m bench $(BENCH_ARGS)
+# The benchmark's load generator (wrk, from Debian's packages), installed only when missing
+# and only where apt-get can be run; elsewhere the harness falls back to a Python client.
+bench-packages:
+	@if command -v wrk >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing wrk (benchmark load generator)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	else echo "Note: install the Debian package wrk for the benchmark's reads (a slower Python client stands in)."; fi
+
+# BENCH_ONLY="api-missions page-mission" runs only those scenarios (python -m bench --help).
+bench: install system-packages bench-packages
+	$(BIN)/python -m bench $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -37,7 +37,14 @@ from bench import db as bench_db
 from bench import loadgen, report
 from bench.cpu import CpuMeter, postgres_backend_pids
 from bench.report import Row
-from bench.scenarios import SCENARIO_BY_NAME, SCENARIOS, Context, Scenario, skipped_row
+from bench.scenarios import (
+    SCENARIO_BY_NAME,
+    SCENARIOS,
+    Context,
+    Scenario,
+    scenario_of,
+    skipped_row,
+)
 from bench.server import Gunicorn, free_port
 
 if TYPE_CHECKING:  # bench.seed imports models, which need Django set up first
@@ -50,6 +57,13 @@ THROTTLE_RATE = "1000000/s"
 WORKERS = 2
 MAX_CLIENTS = 32
 SALE_HOLD_MEAN_G = 200
+# Names --only (and make bench BENCH_ONLY=…) also accepts, for a group of scenarios.
+GROUPS = {
+    "catalogue": ("api-missions", "api-mission", "page-missions", "page-mission"),
+    "api": ("api-missions", "api-mission"),
+    "pages": ("page-missions", "page-mission"),
+    "backoffice": ("manifest", "admin-bookings"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,11 +101,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sweep-rows", type=int, default=100_000, help="lapsed holds for the sweep (100000)"
     )
     parser.add_argument(
+        "--manifest-bookings",
+        type=int,
+        default=10_000,
+        help="confirmed bookings on the manifest mission (10000)",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         metavar="SCENARIO",
         help="run only these scenarios (the baseline always runs with an HTTP one): "
-        + ", ".join(names),
+        + ", ".join(names)
+        + "; or a group: "
+        + ", ".join(GROUPS),
     )
     parser.add_argument("--skip-sweep", action="store_true", help="leave out the expiry sweep")
     parser.add_argument(
@@ -113,15 +135,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.connections = min(args.connections, 4)
         args.sale_holds = min(args.sale_holds, 100)
         args.sweep_rows = min(args.sweep_rows, 2_000)
+        args.manifest_bookings = min(args.manifest_bookings, 500)
     if not 1 <= args.clients <= MAX_CLIENTS:
         parser.error(f"--clients must be between 1 and {MAX_CLIENTS}")
-    if args.duration <= 0 or args.warmup < 0 or args.connections < 1 or args.sale_holds < 1:
+    if (
+        args.duration <= 0
+        or args.warmup < 0
+        or args.connections < 1
+        or args.sale_holds < 1
+        or args.manifest_bookings < 1
+    ):
         parser.error("durations, connections and sizes must be positive")
-    selected = []
+    selected: list[str] = []
     for item in args.only or names:
         for name in item.replace(",", " ").split():
+            if name in GROUPS:
+                selected.extend(GROUPS[name])
+                continue
             if name not in SCENARIO_BY_NAME:
-                parser.error(f"unknown scenario {name!r}; choose from {', '.join(names)}")
+                parser.error(
+                    f"unknown scenario {name!r}; choose from {', '.join([*names, *GROUPS])}"
+                )
             selected.append(name)
     if args.skip_sweep:
         selected = [name for name in selected if name != "expiry-sweep"]
@@ -245,6 +279,7 @@ class Run:
             connections=self.args.connections,
             clients=self.args.clients,
             sweep_rows=self.args.sweep_rows,
+            manifest_bookings=self.args.manifest_bookings,
             catalogue=catalogue,
             wrk=wrk,
             say=say,
@@ -280,7 +315,7 @@ class Run:
                 self.run_scenario(scenario, ctx)
         connections.close_all()
         order = {scenario.name: index for index, scenario in enumerate(SCENARIOS)}
-        self.rows.sort(key=lambda row: order.get(row.name.removesuffix("-defaults"), 0))
+        self.rows.sort(key=lambda row: order[owner.name] if (owner := scenario_of(row.name)) else 0)
 
         ok = not ctx.failed_checks and not self.crashed
         result = {
@@ -404,7 +439,8 @@ class Run:
                 f"DEBUG={stack['debug']}, tasks {stack['tasks']}",
                 f"  reads: {stack['load_generator']}, {args.connections} connections, "
                 f"{args.duration:g}s after {args.warmup:g}s warm-up; sale: {args.clients} "
-                f"clients; sweep: {args.sweep_rows:,} holds",
+                f"clients; sweep: {args.sweep_rows:,} holds; manifest: {args.manifest_bookings:,} "
+                "bookings",
             ]
         )
 

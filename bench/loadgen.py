@@ -116,7 +116,13 @@ def wrk_version(wrk: str) -> str:
 
 
 def run_wrk(
-    wrk: str, url: str, *, connections: int, duration_s: float, threads: int = 2
+    wrk: str,
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    threads: int = 2,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     seconds = max(1, round(duration_s))
     command = [
@@ -127,6 +133,7 @@ def run_wrk(
         "--timeout",
         "10s",
         "--latency",
+        *[arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")],
         url,
     ]
     result = subprocess.run(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bench import loadgen
+from bench.backoffice import run_admin_bookings, run_manifest
 from bench.cpu import CpuMeter, CpuUse
 from bench.loadgen import LoadResult, Request
 from bench.report import SKIPPED_NOT_BUILT, Row
@@ -20,7 +21,7 @@ from bench.server import http_status
 from bench.sweep import run_sweep
 
 if TYPE_CHECKING:  # bench.seed imports models, which need Django set up first
-    from bench.seed import Catalogue
+    from bench.seed import Catalogue, ManifestMission
 
 BASELINE_PATH = "/api/v1/_bench/baseline/"
 DEFAULTS_BASELINE_PATH = "/api/v1/_bench/baseline-defaults/"
@@ -38,6 +39,8 @@ class Context:
     catalogue: Catalogue
     wrk: str | None
     say: Callable[[str], None]
+    manifest_bookings: int = 10_000
+    manifest_mission: ManifestMission | None = None  # seeded by the first scenario needing it
     meter: CpuMeter | None = None
     baseline_rps: float | None = None
     baseline_cpu_ms: float | None = None
@@ -82,25 +85,35 @@ class Scenario:
 # --- HTTP reads ---------------------------------------------------------------------------
 
 
-def measure_get(ctx: Context, path: str) -> tuple[LoadResult, CpuUse | None]:
+def measure_get(
+    ctx: Context,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    connections: int | None = None,
+) -> tuple[LoadResult, CpuUse | None]:
     """Warm up, then measure ``GET path`` for the run's duration with the run's tool; also
-    returns the CPU the server spent during the measurement (not the warm-up)."""
+    returns the CPU the server spent during the measurement (not the warm-up). ``headers``
+    go with every request (a session cookie); ``connections`` overrides the run's."""
+    connections = connections or ctx.connections
     # A few requests one after the other first: each worker pays for importing the URLconf
     # and views on its first request (over half a second), which no steady state includes.
     for _ in range(6):
-        status = http_status(ctx.host, ctx.port, path, timeout=30)
+        status = http_status(ctx.host, ctx.port, path, timeout=60, headers=headers)
         if status != 200:  # wrk counts 3xx as success; a redirect must not pass for a page
             raise RuntimeError(f"GET {path} answered {status}, not 200")
     url = f"http://{ctx.host}:{ctx.port}{path}"
 
     def make() -> Request:
-        return Request("GET", path)
+        return Request("GET", path, headers=dict(headers or {}))
 
     def load(seconds: float) -> LoadResult:
         if ctx.wrk:
-            return loadgen.run_wrk(ctx.wrk, url, connections=ctx.connections, duration_s=seconds)
+            return loadgen.run_wrk(
+                ctx.wrk, url, connections=connections, duration_s=seconds, headers=headers
+            )
         return loadgen.python_load(
-            ctx.host, ctx.port, make, connections=ctx.connections, duration_s=seconds
+            ctx.host, ctx.port, make, connections=connections, duration_s=seconds
         )
 
     if ctx.warmup_s > 0:
@@ -108,8 +121,17 @@ def measure_get(ctx: Context, path: str) -> tuple[LoadResult, CpuUse | None]:
     return ctx.measured(lambda: load(ctx.duration_s))
 
 
-def _http_row(ctx: Context, scenario: Scenario, path: str) -> Row:
-    result, cpu = measure_get(ctx, path)
+def http_row(
+    ctx: Context,
+    scenario: Scenario,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    connections: int | None = None,
+) -> Row:
+    """The table's row for ``GET path`` measured under ``scenario``'s name (the caller may
+    rename it and add to its note and details)."""
+    result, cpu = measure_get(ctx, path, headers=headers, connections=connections)
     if result.requests == 0:
         raise RuntimeError(f"no request to {path} completed in {ctx.duration_s:g}s")
     cpu_ms = cpu.per_request_ms(result.requests) if cpu else None
@@ -130,7 +152,7 @@ def _http_row(ctx: Context, scenario: Scenario, path: str) -> Row:
             "tool": result.tool,
             "requests": result.requests,
             "duration_s": round(result.duration_s, 3),
-            "connections": ctx.connections,
+            "connections": connections or ctx.connections,
             "percentiles_ms": result.percentiles_ms,
             "non_2xx": result.non_2xx,
             "socket_errors": result.socket_errors,
@@ -149,12 +171,12 @@ def _cpu_details(cpu: CpuUse | None) -> dict[str, Any]:
 
 
 def run_baseline(ctx: Context) -> list[Row]:
-    row = _http_row(ctx, SCENARIO_BY_NAME["baseline"], BASELINE_PATH)
+    row = http_row(ctx, SCENARIO_BY_NAME["baseline"], BASELINE_PATH)
     ctx.baseline_rps = row.rate
     ctx.baseline_cpu_ms = row.cpu_ms
     row.ratio = 1.0
     row.cpu_ratio = 1.0 if row.cpu_ms else None
-    defaults = _http_row(ctx, SCENARIO_BY_NAME["baseline"], DEFAULTS_BASELINE_PATH)
+    defaults = http_row(ctx, SCENARIO_BY_NAME["baseline"], DEFAULTS_BASELINE_PATH)
     defaults.name = "baseline-defaults"
     defaults.title = "baseline + project auth/throttles"
     defaults.target = "info"
@@ -162,21 +184,21 @@ def run_baseline(ctx: Context) -> list[Row]:
 
 
 def run_api_missions(ctx: Context) -> list[Row]:
-    return [_http_row(ctx, SCENARIO_BY_NAME["api-missions"], "/api/v1/missions/")]
+    return [http_row(ctx, SCENARIO_BY_NAME["api-missions"], "/api/v1/missions/")]
 
 
 def run_api_mission(ctx: Context) -> list[Row]:
     path = f"/api/v1/missions/{ctx.catalogue.detail_code}/"
-    return [_http_row(ctx, SCENARIO_BY_NAME["api-mission"], path)]
+    return [http_row(ctx, SCENARIO_BY_NAME["api-mission"], path)]
 
 
 def run_page_missions(ctx: Context) -> list[Row]:
-    return [_http_row(ctx, SCENARIO_BY_NAME["page-missions"], "/")]
+    return [http_row(ctx, SCENARIO_BY_NAME["page-missions"], "/")]
 
 
 def run_page_mission(ctx: Context) -> list[Row]:
     path = f"/missions/{ctx.catalogue.detail_code}/"
-    return [_http_row(ctx, SCENARIO_BY_NAME["page-mission"], path)]
+    return [http_row(ctx, SCENARIO_BY_NAME["page-mission"], path)]
 
 
 # --- the sale opening ---------------------------------------------------------------------
@@ -346,26 +368,28 @@ SCENARIOS: tuple[Scenario, ...] = (
         run_expiry_sweep,
         target="PG: 100k < 5 s",
     ),
-    # TODO(manifests): once the manifest is built, seed 10,000 confirmed bookings on one
-    # mission and time its generation (in-process, like the sweep) and its download over HTTP.
     Scenario(
         "manifest",
         "manifest of 10,000 confirmed bookings",
         False,
-        None,
-        todo="needs the payload manifest",
+        run_manifest,
+        target="PG: < 5 s, constant queries",
     ),
-    # TODO(admin): once bookings have an admin, log a staff session in and measure the
-    # changelist (/admin/bookings/booking/) with 10,000+ bookings, its search and filters.
     Scenario(
         "admin-bookings",
         "admin booking changelist, 10,000+",
         True,
-        None,
-        todo="needs the booking admin",
+        run_admin_bookings,
+        target="info: s/page, queries",
     ),
 )
 SCENARIO_BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
+
+
+def scenario_of(row_name: str) -> Scenario | None:
+    """The scenario a row belongs to (a scenario may give several rows: ``manifest-pdf``)."""
+    owners = [s for s in SCENARIOS if row_name == s.name or row_name.startswith(s.name + "-")]
+    return max(owners, key=lambda s: len(s.name), default=None)
 
 
 def skipped_row(scenario: Scenario) -> Row:

@@ -27,7 +27,10 @@ from bookings.models import (
     REFERENCE_LENGTH,
     Booking,
     BookingStatus,
+    ExportClassification,
+    HazardType,
     PayloadDeclaration,
+    ReviewStatus,
 )
 from marketplace.management.commands.load_demo_data import (
     CANCELLATION_TIERS,
@@ -498,6 +501,163 @@ def seed_lapsed_holds(
         SlotClass.objects.filter(pk=slot_class.pk).update(taken_g=held or 0)
     return LapsedHolds(
         class_ids=[c.pk for c in slot_classes], bookings=total, mass_g=total * mass_g
+    )
+
+
+# --- a mission with a long manifest (and a busy booking changelist) ---------------------
+
+
+@dataclass(frozen=True)
+class ManifestMission:
+    mission_id: int
+    code: str
+    bookings: int
+    class_ids: list[int]
+
+
+# What a real manifest carries besides plain payloads: reviews in every stage, some hazards,
+# some export-controlled items (the manifest's totals and alerts count them).
+_REVIEWS = (
+    (ReviewStatus.ACCEPTED, 50),
+    (ReviewStatus.INTEGRATED, 20),
+    (ReviewStatus.SAFETY_REVIEW, 15),
+    (ReviewStatus.DATA_COMPLETE, 14),
+    (ReviewStatus.REJECTED, 1),
+)
+_EXPORTS = (
+    (ExportClassification.NOT_CONTROLLED, 70),
+    (ExportClassification.EAR99, 20),
+    (ExportClassification.EAR_LISTED, 6),
+    (ExportClassification.JP_FEFTA_LISTED, 4),
+)
+_HAZARDS: tuple[list[dict[str, object]], ...] = (
+    [],
+    [],
+    [],
+    [],
+    [{"type": HazardType.LITHIUM_BATTERY, "energy_wh": 42}],
+    [{"type": HazardType.PRESSURE_VESSEL, "meop_kpa": 350}],
+)
+
+
+def seed_manifest_mission(
+    *,
+    total: int = 10_000,
+    classes: int = 5,
+    code: str = "MANIFEST",
+    now: datetime | None = None,
+    seed: int = 10_000,
+) -> ManifestMission:
+    """A mission past its booking cutoff with ``total`` confirmed bookings spread over
+    ``classes`` slot classes, each with a payload declaration (a mix of review stages,
+    hazards and export classes, end customers behind resellers), written with
+    ``insert_rows``; each class's counter holds exactly its bookings' mass."""
+    now = now or timezone.now()
+    rng = random.Random(seed)
+    masses = [rng.randrange(100, 5_001, 100) for _ in range(total)]
+    per_class_g = [sum(masses[n] for n in range(c, total, classes)) for c in range(classes)]
+    lander, _ = LanderModel.objects.get_or_create(
+        name="Manifest lander (bench)",
+        defaults={"manufacturer": "Bench", "payload_capacity_g": sum(per_class_g) + 1_000},
+    )
+    mission = Mission.objects.create(
+        code=code,
+        name="Benchmark manifest mission",
+        name_ja="ベンチマーク積荷目録ミッション",
+        lander=lander,
+        destination=Destination.LUNAR_SURFACE,
+        landing_site="Mare Imbrium",
+        launch_window_start=now + timedelta(days=60),
+        launch_window_end=now + timedelta(days=90),
+        booking_cutoff=now - timedelta(days=1),
+        status=MissionStatus.SALES_CLOSED,
+    )
+    slot_classes = SlotClass.objects.bulk_create(
+        SlotClass(
+            mission=mission,
+            name=f"Manifest class {number + 1}",
+            capacity_g=per_class_g[number],
+            taken_g=per_class_g[number],
+            min_mass_g=100,
+            max_mass_g=min(5_000, per_class_g[number]),
+            mass_step_g=100,
+            max_length_mm=500,
+            max_width_mm=500,
+            max_height_mm=500,
+            sort_order=number,
+        )
+        for number in range(classes)
+    )
+    organisation_ids = [
+        reseller_get_or_create(name=f"Bench manifest reseller {n}")[0].pk for n in (1, 2, 3)
+    ]
+    references = unique_references(total, rng=rng, taken=_existing_references())
+    template = Booking(
+        channel=Channel.API,
+        currency=Currency.JPY,
+        status=BookingStatus.CONFIRMED,
+        on_account=True,
+        customer_email="customer@bench.example",
+    )
+    insert_rows(
+        template,
+        (
+            "reference",
+            "organisation_id",
+            "slot_class_id",
+            "mass_g",
+            "price_amount",
+            "customer_name",
+            "customer_organisation",
+            "created_at",
+            "confirmed_at",
+        ),
+        (
+            (
+                references[n],
+                organisation_ids[n % len(organisation_ids)],
+                slot_classes[n % classes].pk,
+                masses[n],
+                masses[n] * 1_500,
+                f"Customer {n}",
+                f"End customer {n % 400}",
+                now - timedelta(days=120, minutes=n),
+                now - timedelta(days=119, minutes=n),
+            )
+            for n in range(total)
+        ),
+    )
+    booking_ids = dict(
+        Booking.objects.filter(slot_class__mission=mission).values_list("reference", "pk")
+    )
+    reviews = rng.choices([r for r, _ in _REVIEWS], weights=[w for _, w in _REVIEWS], k=total)
+    exports = rng.choices([e for e, _ in _EXPORTS], weights=[w for _, w in _EXPORTS], k=total)
+    insert_rows(
+        PayloadDeclaration(length_mm=200, width_mm=200, height_mm=100, power_w=5),
+        (
+            "booking_id",
+            "name",
+            "mass_g",
+            "data_kbps",
+            "hazards",
+            "export_classification",
+            "review_status",
+        ),
+        (
+            (
+                booking_ids[references[n]],
+                f"Payload {references[n]}",
+                masses[n],
+                rng.choice((0, 8, 64, 256)),
+                _HAZARDS[n % len(_HAZARDS)],
+                exports[n],
+                reviews[n],
+            )
+            for n in range(total)
+        ),
+    )
+    return ManifestMission(
+        mission_id=mission.pk, code=code, bookings=total, class_ids=[c.pk for c in slot_classes]
     )
 
 

@@ -25,10 +25,12 @@ def free_port() -> int:
         return port
 
 
-def http_status(host: str, port: int, path: str, timeout: float = 5.0) -> int:
+def http_status(
+    host: str, port: int, path: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> int:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         response.read()
         return response.status

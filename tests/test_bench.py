@@ -20,13 +20,21 @@ from django.utils import timezone
 
 from accounts.models import Organisation
 from accounts.services import api_key_authenticate
-from bench import cli, cpu, db, loadgen, report, sale
+from bench import backoffice, cli, cpu, db, loadgen, report, sale
 from bench.report import Row
-from bench.scenarios import SCENARIO_BY_NAME, skipped_row
-from bench.seed import seed_catalogue, seed_lapsed_holds
+from bench.scenarios import SCENARIO_BY_NAME, Scenario, scenario_of, skipped_row
+from bench.seed import seed_catalogue, seed_lapsed_holds, seed_manifest_mission
 from bench.sweep import run_sweep, verify_sweep
 from bench.views import PAYLOAD
-from bookings.models import CAPACITY_STATUSES, Booking, BookingEvent, BookingStatus, EventType
+from bookings.models import (
+    CAPACITY_STATUSES,
+    Booking,
+    BookingEvent,
+    BookingStatus,
+    EventType,
+    ManifestVersion,
+    PayloadDeclaration,
+)
 from marketplace.models import Mission, Pricing, ScheduleChange, SlotClass, SlotClassPrice
 
 pytestmark = pytest.mark.django_db
@@ -354,11 +362,73 @@ def test_a_result_missing_a_documented_key_is_refused(tmp_path: Path) -> None:
         report.write_results(result, directory=tmp_path)
 
 
-def test_features_not_built_yet_are_listed_as_skipped() -> None:
-    for name in ("manifest", "admin-bookings"):
-        scenario = SCENARIO_BY_NAME[name]
-        assert scenario.runner is None
-        assert skipped_row(scenario).note == report.SKIPPED_NOT_BUILT
+def test_a_scenario_not_built_is_listed_as_skipped() -> None:
+    scenario = Scenario("future", "a feature to come", False, None)
+    assert skipped_row(scenario).note == report.SKIPPED_NOT_BUILT
+    assert skipped_row(scenario).status == "skipped"
+
+
+def test_rows_are_ordered_under_the_scenario_they_belong_to() -> None:
+    assert scenario_of("manifest-pdf") == SCENARIO_BY_NAME["manifest"]
+    assert scenario_of("admin-bookings-last") == SCENARIO_BY_NAME["admin-bookings"]
+    assert scenario_of("baseline-defaults") == SCENARIO_BY_NAME["baseline"]
+    assert scenario_of("api-missions") == SCENARIO_BY_NAME["api-missions"]
+    assert scenario_of("unknown") is None
+
+
+# --- the back office: manifest and booking changelist --------------------------------------
+
+
+def test_manifest_mission_has_confirmed_bookings_with_payloads_and_exact_counters() -> None:
+    seeded = seed_manifest_mission(total=60, classes=3, code="MF")
+
+    bookings = Booking.objects.filter(slot_class__mission_id=seeded.mission_id)
+    assert bookings.count() == 60
+    assert set(bookings.values_list("status", flat=True)) == {BookingStatus.CONFIRMED}
+    assert PayloadDeclaration.objects.filter(booking__in=bookings).count() == 60
+    for slot_class in SlotClass.objects.filter(pk__in=seeded.class_ids):
+        booked = bookings.filter(slot_class=slot_class).aggregate(t=Sum("mass_g"))["t"]
+        assert slot_class.taken_g == booked == slot_class.capacity_g
+    hazards = PayloadDeclaration.objects.filter(booking__in=bookings).values_list(
+        "hazards", flat=True
+    )
+    assert any(hazards), "some payloads declare hazards, as on a real manifest"
+
+
+def test_manifest_timing_counts_queries_that_do_not_grow_with_the_bookings() -> None:
+    small = seed_manifest_mission(total=5, classes=2, code="MFS", seed=1)
+    large = seed_manifest_mission(total=120, classes=5, code="MFL", seed=2)
+
+    tiny = backoffice.time_manifest(small.mission_id)
+    big = backoffice.time_manifest(large.mission_id)
+
+    assert (tiny.lines, big.lines) == (5, 120)
+    assert big.queries == tiny.queries > 0
+    assert big.csv_bytes > tiny.csv_bytes > 0
+    version = ManifestVersion.objects.get(pk=big.version_id)
+    assert len(version.content["lines"]) == 120
+
+
+def test_the_bench_staff_session_opens_the_booking_changelist() -> None:
+    seeded = seed_manifest_mission(total=30, classes=2, code="MFA")
+    name, value = backoffice.staff_session()
+    client = Client()
+
+    # Without the session the admin sends the visitor to sign in.
+    assert client.get(backoffice.ADMIN_CHANGELIST).status_code == 302
+    client.cookies[name] = value
+    pages = backoffice.admin_pages(seeded.mission_id, seeded.bookings)
+    assert [page[0] for page in pages] == [
+        "admin-bookings",
+        "admin-bookings-last",
+        "admin-bookings-search",
+        "admin-bookings-mission",
+    ]
+    for _name, _title, path in pages:
+        queries, _seconds = backoffice.admin_queries(client, path)
+        assert queries > 0
+    search = client.get(pages[2][2]).content.decode()
+    assert pages[2][2].rsplit("=", 1)[1] in search
 
 
 # --- wrk's output ---------------------------------------------------------------------------
@@ -407,6 +477,17 @@ def test_quick_shrinks_the_run_and_only_keeps_the_baseline_beside_http_scenarios
 
     args = cli.parse_args(["--skip-sweep"])
     assert "expiry-sweep" not in [s.name for s in args.scenarios]
+
+    args = cli.parse_args(["--quick", "--only", "catalogue", "manifest"])
+    assert [s.name for s in args.scenarios] == [
+        "baseline",
+        "api-missions",
+        "api-mission",
+        "page-missions",
+        "page-mission",
+        "manifest",
+    ]
+    assert args.manifest_bookings <= 500
 
 
 @pytest.mark.parametrize("argv", [["--clients", "33"], ["--clients", "0"], ["--only", "nope"]])
