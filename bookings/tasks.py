@@ -8,6 +8,7 @@ from celery import shared_task
 
 from bookings import (
     billing,  # noqa: F401 (registers the billing documents' outbox handler)
+    enterprise,  # noqa: F401 (registers the completion-link e-mail)
     idempotency,
     notifications,  # noqa: F401 (registers the outbox handlers)
     outbox,

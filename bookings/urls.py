@@ -29,4 +29,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("bookings/<slug:reference>/", views.booking_detail, name="detail"),
     path("bookings/<slug:reference>/cancel/", views.booking_cancel_view, name="cancel"),
     path("", include("bookings.offer_urls")),  # schedule-change offers and rebooking
+    path("", include("bookings.enterprise_urls")),  # completing an enterprise hold
 ]

@@ -26,6 +26,8 @@ urlpatterns = [
         admin.site.admin_view(admin_views.audit_log),
         name="backoffice_audit_log",
     ),
+    # Sales' enterprise holds and their completion links (bookings.admin_enterprise).
+    path("admin/enterprise-holds/", include("bookings.admin_enterprise")),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
