@@ -9,6 +9,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from bookings.exceptions import BookingError, InvalidTransition
 from bookings.locks import booking_qs_for_update
@@ -23,7 +24,15 @@ from bookings.models import (
     ReviewStatus,
 )
 from bookings.outbox import outbox_write
+from bookings.payments import booking_cancel_and_refund
+from bookings.review import (
+    payload_data_complete,
+    payload_milestone_reached,
+    payload_offload_notice,
+    payload_review_next_after_clearance,
+)
 from bookings.services import Actor
+from marketplace.locks import slot_class_qs_for_update
 from marketplace.money import Money
 
 # The review runs beside the booking: forward through the checks, back a step when
@@ -64,6 +73,14 @@ PAYLOAD_REVIEW_TRANSITIONS: dict[str, set[str]] = {
     ReviewStatus.FLOWN: set(),
 }
 
+# Where operations' "accept" means "clear this stage" (bookings.review decides the next).
+CLEARABLE_STATUSES = (
+    ReviewStatus.DECLARED,
+    ReviewStatus.DATA_COMPLETE,
+    ReviewStatus.SAFETY_REVIEW,
+    ReviewStatus.EXPORT_REVIEW,
+)
+
 # Bookings whose payload is still reviewed; a cancelled or expired one no longer flies.
 REVIEWABLE_BOOKING_STATUSES = (BookingStatus.HELD, BookingStatus.CONFIRMED)
 
@@ -98,15 +115,39 @@ def payload_review_change(
     ``payload.review_changed`` event (who, from, to, why). Setting the status it already has
     changes nothing and records nothing.
 
+    ``accepted`` from a stage before it clears that stage: the payload moves to the next
+    review it still needs (``bookings.review``: safety, then export), and only then to
+    ``accepted``. Reaching ``accepted`` or ``integrated`` tells the payment plan
+    (``plans.instalments_milestone_reached``). ``rejected`` offloads the payload: the
+    booking is cancelled with the refund its class's policy gives, and the customer told.
+
     Raises ``PayloadNotReviewable`` for a cancelled or expired booking (a lapsed hold
-    included), ``InvalidTransition`` for a step ``PAYLOAD_REVIEW_TRANSITIONS`` does not allow.
+    included) or an incomplete declaration accepted, ``InvalidTransition`` for a step
+    ``PAYLOAD_REVIEW_TRANSITIONS`` does not allow.
     """
     now = now or timezone.now()
     with transaction.atomic():
+        if to_status == ReviewStatus.REJECTED:
+            # A rejection offloads the payload (booking_cancel), which locks the class
+            # before the booking: take it first here too.
+            slot_class_qs_for_update().get(
+                pk=Booking.objects.values_list("slot_class_id", flat=True).get(pk=booking_id)
+            )
         # Same lock order as booking_payload_update: the booking, then its declaration.
         booking = booking_qs_for_update().get(pk=booking_id)
         declaration = PayloadDeclaration.objects.select_for_update().get(booking=booking)
         previous = declaration.review_status
+        if to_status == ReviewStatus.ACCEPTED and previous in CLEARABLE_STATUSES:
+            if not payload_data_complete(declaration):
+                raise PayloadNotReviewable(
+                    _(
+                        "The declaration of %(ref)s is not complete (name, mass, dimensions "
+                        "and export classification): it cannot be accepted yet."
+                    )
+                    % {"ref": booking.reference}
+                )
+            # "Accept" clears the current stage: safety, then export, then accepted.
+            to_status = payload_review_next_after_clearance(declaration, previous)
         if previous == to_status:
             return declaration
         status = booking.status_at(now)
@@ -134,9 +175,23 @@ def payload_review_change(
                 mission_id=booking.slot_class.mission_id,
                 reason=f"booking {booking.reference} payload review {to_status}",
             )
-        # TODO(offload): a rejected payload is offloaded with the refund its class's policy
-        # gives; offer that cancellation to sales here once the offload flow exists.
+        payload_milestone_reached(booking_id=booking.pk, status=to_status, now=now)
+        if to_status == ReviewStatus.REJECTED:
+            _offload(booking, actor=actor, reason=reason, now=now)
     return declaration
+
+
+def _offload(booking: Booking, *, actor: Actor, reason: str, now: datetime) -> None:
+    """A rejected payload does not fly: its booking is cancelled with the refund its class's
+    cancellation policy gives at ``now`` (paid back to the card by ``payments``; nothing
+    for a hold), the capacity is freed, and the customer is told why."""
+    cancelled = booking_cancel_and_refund(
+        booking_id=booking.pk,
+        actor=actor,
+        reason="Payload rejected" + (f": {reason}" if reason else "."),
+        now=now,
+    )
+    payload_offload_notice(cancelled, reason=reason)
 
 
 RESEND_EVENT_TYPES = {

@@ -77,5 +77,12 @@ class ContractNotAccepted(InvalidTransition):
         super().__init__(from_status="held", to_status="confirmed", message=message)
 
 
+class ScreeningReview(BookingError):
+    """The customer matched the denied-party list: the booking stays held (its hold
+    extended) until sales clear or deny it (``bookings.screening``); it is not confirmed."""
+
+    code = "screening_review"
+
+
 class TransientError(Exception):
     """A failure worth retrying (network, broker); tasks autoretry on it."""

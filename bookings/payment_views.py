@@ -168,9 +168,22 @@ def pay_complete(request: HttpRequest, reference: str, payment_id: int) -> HttpR
 
 
 def _after_attempt(request: HttpRequest, booking: Booking, payment: Payment) -> HttpResponse:
-    booking.refresh_from_db(fields=["status", "hold_expires_at", "confirmed_at"])
+    booking.refresh_from_db(
+        fields=["status", "hold_expires_at", "confirmed_at", "screening_status"]
+    )
     if payment.status in (PaymentStatus.AUTHORISED, PaymentStatus.SUCCEEDED):
-        if booking.status == BookingStatus.CONFIRMED:
+        if booking.status == BookingStatus.HELD and booking.screening_status == "match":
+            # Denied-party screening stopped the confirmation (bookings.screening).
+            messages.warning(
+                request,
+                _(
+                    "Your card is authorised for %(amount)s but not charged yet: booking "
+                    "%(ref)s needs a compliance review before it can be confirmed. It stays "
+                    "held meanwhile, and our sales team will contact you."
+                )
+                % {"amount": payment.money, "ref": booking.reference},
+            )
+        elif booking.status == BookingStatus.CONFIRMED:
             messages.success(
                 request,
                 _(

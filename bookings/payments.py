@@ -35,7 +35,13 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from bookings import gateways
-from bookings.exceptions import BookingError, HoldExpired, InvalidTransition, TransientError
+from bookings.exceptions import (
+    BookingError,
+    HoldExpired,
+    InvalidTransition,
+    ScreeningReview,
+    TransientError,
+)
 from bookings.gateways import IntentSnapshot, PaymentDeclined, PaymentGatewayError
 from bookings.locks import booking_qs_for_update
 from bookings.models import (
@@ -379,6 +385,10 @@ def _settle(booking: Booking, payment: Payment, *, now: datetime) -> None:
                 reason=f"Card payment {payment.stripe_payment_intent_id} authorised.",
                 now=now,
             )
+        except ScreeningReview:
+            # Held for a denied-party review: the authorisation stays as it is, neither
+            # captured nor released, until sales clear (capture) or deny (release) it.
+            return
         except (HoldExpired, InvalidTransition):
             _give_back(payment, reason=RefundReason.HOLD_LAPSED, now=now)
             return

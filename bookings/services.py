@@ -33,6 +33,7 @@ from bookings.exceptions import (
     InsufficientCapacity,
     InvalidTransition,
     SalesClosed,
+    ScreeningReview,
 )
 from bookings.locks import booking_qs_for_update, organisation_qs_for_update
 from bookings.manifests import manifest_rebuild_for
@@ -46,9 +47,10 @@ from bookings.models import (
     EventFeedCursor,
     EventType,
     PayloadDeclaration,
-    ReviewStatus,
 )
 from bookings.outbox import outbox_write
+from bookings.review import material_snapshot, payload_review_initial, payload_review_route
+from bookings.screening import booking_screening_check
 from bookings.validation import CustomerInput, PayloadInput, check_payload, check_quantity
 from marketplace.locks import slot_class_qs_for_update
 from marketplace.models import CancellationTier, Channel, MissionStatus, SlotClass
@@ -272,15 +274,6 @@ def _payload_fields(payload: PayloadInput | None) -> dict[str, object]:
     return values
 
 
-def _data_complete(declaration: PayloadDeclaration) -> bool:
-    return bool(
-        declaration.name
-        and declaration.mass_g
-        and declaration.dimensions_mm is not None
-        and declaration.export_classification
-    )
-
-
 # --- transitions -----------------------------------------------------------------------
 
 
@@ -385,8 +378,7 @@ def booking_hold(
         # Deposit and instalments for a class with a payment plan (nothing otherwise).
         plans.instalments_create(booking, slot_class, now=now)
         declaration = PayloadDeclaration(booking=booking, **_payload_fields(payload))
-        if _data_complete(declaration):
-            declaration.review_status = ReviewStatus.DATA_COMPLETE
+        payload_review_initial(booking, declaration)  # declared, data complete, or a review
         declaration.save()
         event = _event(
             booking,
@@ -425,8 +417,22 @@ def booking_confirm(
     confirmed booking returns it unchanged.
 
     Raises ``HoldExpired`` once the hold has lapsed (swept or not), ``InvalidTransition``
-    from cancelled, ``CreditLimitExceeded`` on account past the organisation's limit.
+    from cancelled, ``CreditLimitExceeded`` on account past the organisation's limit,
+    ``ScreeningReview`` when the customer matches the denied-party list (the booking stays
+    held for sales' review: ``bookings.screening``; the match is committed before the error
+    is raised, and inside a caller's transaction it is kept if the caller catches it).
     """
+    outcome = _booking_confirm(
+        booking_id=booking_id, actor=actor, on_account=on_account, reason=reason, now=now
+    )
+    if isinstance(outcome, ScreeningReview):
+        raise outcome
+    return outcome
+
+
+def _booking_confirm(
+    *, booking_id: int, actor: Actor, on_account: bool, reason: str, now: datetime | None
+) -> Booking | ScreeningReview:
     now = now or timezone.now()
     with transaction.atomic():
         head = Booking.objects.only("organisation_id", "currency").get(pk=booking_id)
@@ -459,11 +465,18 @@ def booking_confirm(
                     f"{Money(outstanding + booking.price_amount, booking.currency)}, over the "
                     f"credit limit of {Money(limit.amount, booking.currency)}."
                 )
+        # Denied-party screening. A match is recorded (and the hold kept) by returning, so
+        # this transaction commits; booking_confirm raises the error after it.
+        review = booking_screening_check(booking, actor=actor, on_account=on_account, now=now)
+        if review is not None:
+            return review
         previous = booking.status
         booking.status = BookingStatus.CONFIRMED
         booking.confirmed_at = now
         booking.on_account = on_account
-        booking.save(update_fields=["status", "confirmed_at", "on_account", "updated_at"])
+        booking.save(
+            update_fields=["status", "confirmed_at", "on_account", "screening_status", "updated_at"]
+        )
         plans.instalments_confirmed(booking, now=now)
         event = _event(
             booking,
@@ -612,11 +625,18 @@ def booking_payload_update(
         errors = check_payload(booking.slot_class, merged, booked_mass_g=booking.mass_g)
         if errors:
             raise BookingValidationError(errors)
+        before = material_snapshot(declaration)
         changed = _payload_fields(payload)
         for name, value in changed.items():
             setattr(declaration, name, value)
-        if declaration.review_status == ReviewStatus.DECLARED and _data_complete(declaration):
-            declaration.review_status = ReviewStatus.DATA_COMPLETE
+        # Complete now, or changed where it matters: the review follows (bookings.review).
+        payload_review_route(
+            booking,
+            declaration,
+            actor=actor,
+            material_changed=material_snapshot(declaration) != before,
+            now=now,
+        )
         declaration.save()
         _event(
             booking,

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from bookings.models import ExportClassification, HazardType, PayloadDeclaration
-from marketplace.models import SlotClass
+from marketplace.models import LanderPosition, SlotClass
 from marketplace.money import format_mass
 
 # What each hazard type must say about itself (a positive integer each).
@@ -20,6 +21,17 @@ HAZARD_REQUIRED_NUMBERS = {
     HazardType.PROPELLANT: "mass_g",
 }
 MAX_INT = 2_147_483_647
+# What to say when that number is missing or not a positive whole number.
+HAZARD_NUMBER_MESSAGES = {
+    "energy_wh": gettext_lazy(
+        "Give the lithium battery's energy in watt-hours, as a whole number above zero."
+    ),
+    "meop_kpa": gettext_lazy(
+        "Give the pressure vessel's maximum operating pressure in kPa, as a whole number "
+        "above zero."
+    ),
+    "mass_g": gettext_lazy("Give the propellant's mass in grams, as a whole number above zero."),
+}
 
 
 @dataclass
@@ -113,6 +125,39 @@ def check_quantity(
     return mass_g, None, errors
 
 
+def _check_position(
+    errors: dict[str, list[str]],
+    prefix: str,
+    payload: PayloadInput,
+    slot_class: SlotClass,
+    position: LanderPosition,
+) -> None:
+    """The position's limits, where tighter than the class's (those are checked already)."""
+    if payload.dimensions_mm is not None:
+        labels = [_("length"), _("width"), _("height")]
+        limits = [position.max_length_mm, position.max_width_mm, position.max_height_mm]
+        for label, value, limit, class_limit in zip(
+            labels, payload.dimensions_mm, limits, slot_class.max_dimensions_mm, strict=True
+        ):
+            if limit < value <= class_limit:
+                _add(
+                    errors, f"{prefix}.dimensions_mm",
+                    _("The %(label)s of %(v)s mm exceeds the maximum of %(l)s mm at the "
+                      "lander position %(position)s.")
+                    % {"label": label, "v": value, "l": limit, "position": position.name},
+                )  # fmt: skip
+    if (
+        payload.power_w is not None
+        and position.max_power_w < payload.power_w <= slot_class.max_power_w
+    ):
+        _add(
+            errors, f"{prefix}.power_w",
+            _("%(v)s W exceeds the maximum power of %(l)s W at the lander position "
+              "%(position)s.")
+            % {"v": payload.power_w, "l": position.max_power_w, "position": position.name},
+        )  # fmt: skip
+
+
 def check_payload(
     slot_class: SlotClass,
     payload: PayloadInput | None,
@@ -148,6 +193,10 @@ def check_payload(
             % {"v": payload.power_w, "l": slot_class.max_power_w},
         )  # fmt: skip
     position = slot_class.position
+    if position is not None:
+        # The lander position the class flies in has its own envelope and power budget;
+        # where it is tighter than the class's, it is the limit exceeded.
+        _check_position(errors, prefix, payload, slot_class, position)
     if (
         payload.data_kbps is not None
         and position is not None
@@ -172,7 +221,7 @@ def check_payload(
         if number_field is not None:
             number = hazard.get(number_field)
             if not isinstance(number, int) or isinstance(number, bool) or not 0 < number <= MAX_INT:
-                _add(errors, f"{path}.{number_field}", _("A positive whole number is required."))
+                _add(errors, f"{path}.{number_field}", str(HAZARD_NUMBER_MESSAGES[number_field]))
         if kind == HazardType.OTHER and not str(hazard.get("description") or "").strip():
             _add(errors, f"{path}.description", _("Describe the hazard."))
     if slot_class.inert_only:

@@ -114,6 +114,11 @@ ERROR_CODES: dict[str, tuple[int, dict[str, Any]]] = {
         },
     ),
     "invalid_state": (409, {"detail": "This booking cannot change from its current status."}),
+    # Denied-party screening stopped a confirmation: the booking stays held for review.
+    "screening_review": (
+        409,
+        {"detail": "This booking needs a compliance review before it can be confirmed."},
+    ),
     "idempotency_key_reused": (
         409,
         {"detail": "This Idempotency-Key was used with a different body."},

@@ -44,6 +44,7 @@ from bookings.exceptions import (
     InsufficientCapacity,
     InvalidTransition,
     SalesClosed,
+    ScreeningReview,
 )
 from bookings.idempotency import (
     ABANDONED_AFTER,
@@ -67,6 +68,7 @@ DOMAIN_ERROR_STATUS: dict[type[BookingError], int] = {
     HoldLimitExceeded: status.HTTP_409_CONFLICT,
     HoldExpired: status.HTTP_409_CONFLICT,
     InvalidTransition: status.HTTP_409_CONFLICT,
+    ScreeningReview: status.HTTP_409_CONFLICT,
 }
 EVENTS_PER_PAGE = 100
 
@@ -313,7 +315,9 @@ class BookingConfirmView(ResellerApiView):
         description=(
             "Confirms a held booking on the reseller's account (invoiced), within the "
             "organisation's credit limit. Confirming a confirmed booking returns it "
-            "unchanged. No body is needed; a body must be an empty object."
+            "unchanged. No body is needed; a body must be an empty object. A customer who may "
+            "be on the denied-party list is not confirmed: 409 screening_review, and the "
+            "booking stays held (its hold extended) until sales have reviewed it."
         ),
         tags=["bookings"],
         request=ConfirmInputSerializer,
@@ -326,6 +330,7 @@ class BookingConfirmView(ResellerApiView):
                 "credit_limit_exceeded",
                 "hold_expired",
                 "invalid_state",
+                "screening_review",
                 *WRITE_ERRORS,
             ),
         },

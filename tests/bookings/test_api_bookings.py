@@ -206,7 +206,8 @@ def test_hold_with_a_full_payload_reads_it_back_with_every_hazard_key(client, de
                 "description": "A spring.",
             },
         ],
-        "review_status": "data_complete",
+        # An "other" hazard is read by a person: the payload starts in safety review.
+        "review_status": "safety_review",
     }
 
 
@@ -625,7 +626,8 @@ def test_payload_patch_replaces_the_fields_sent_and_keeps_the_rest(client, deck)
     assert updated["payload"]["power_w"] == 5
     assert updated["payload"]["mass_g"] == 1900
     assert updated["payload"]["dimensions_mm"] == [100, 200, 300]
-    assert updated["payload"]["review_status"] == "data_complete"
+    # Complete now, and ITAR: it waits for operations' export review.
+    assert updated["payload"]["review_status"] == "export_review"
     assert updated["status"] == "held"
 
     cleared = client.patch(path, {"power_w": None, "hazards": None}, format="json")

@@ -545,7 +545,8 @@ def test_each_version_is_delivered_once_per_contact_with_its_files(
     names = [attachment[0] for attachment in message.attachments]
     assert names == ["manifest-M9-v2.json", "manifest-M9-v2.csv", "manifest-M9-v2.pdf"]
     assert message.attachments[2][1][:5] == b"%PDF-"
-    assert f"~ {bookings[0].reference}: power_w 5 → 7" in message.body
+    # A material change sends an accepted payload back to review (bookings.review).
+    assert f"~ {bookings[0].reference}: cleared True → False; power_w 5 → 7" in message.body
     assert bookings[1].reference not in message.body
     assert set(
         ManifestDelivery.objects.filter(version=version).values_list("recipient", flat=True)
