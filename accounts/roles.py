@@ -26,6 +26,12 @@ CUSTOM_PERMISSIONS: dict[tuple[str, str, str], str] = {
         "Can cancel with a refund above the approval threshold"
     ),
     ("bookings", "booking", "review_payload"): "Can change a payload's review status",
+    # Also declared in Mission.Meta.permissions; listed here so a fresh database's migration
+    # (which runs before Django creates Meta permissions) can grant it.
+    ("marketplace", "mission", "change_mission_status"): "Can change a mission's status",
+    ("accounts", "organisation", "view_reseller_statement"): (
+        "Can view resellers' statements (commission, credits, balance)"
+    ),
 }
 
 HOLD_BOOKING = "bookings.hold_booking"
@@ -33,6 +39,8 @@ CONFIRM_BOOKING = "bookings.confirm_booking"
 CANCEL_BOOKING = "bookings.cancel_booking"
 REFUND_ABOVE_THRESHOLD = "bookings.refund_above_threshold"
 REVIEW_PAYLOAD = "bookings.review_payload"
+VIEW_RESELLER_STATEMENT = "accounts.view_reseller_statement"
+CHANGE_MISSION_STATUS = "marketplace.change_mission_status"
 
 
 def _view(app_label: str, *models: str) -> frozenset[str]:
@@ -51,6 +59,16 @@ CATALOGUE_VIEW = _view(
 )
 BOOKINGS_VIEW = _view("bookings", "booking", "payloaddeclaration", "bookingevent")
 PAYMENTS_VIEW = _view("bookings", "payment", "refund")
+# Payment plans, the instalments they make and the documents issued for money: sales see
+# them to answer customers; only the sales manager changes plans (prices and terms).
+PLANS_VIEW = _view("bookings", "instalment", "billingdocument") | _view(
+    "marketplace", "paymentplan", "paymentplanstep"
+)
+PLANS_CHANGE = {
+    f"marketplace.{action}_{model}"
+    for action in ("add", "change", "delete")
+    for model in ("paymentplan", "paymentplanstep")
+}
 CUSTOMERS_VIEW = _view("accounts", "organisation", "creditlimit", "membership")
 OPERATIONS_VIEW = _view(
     "bookings",
@@ -66,6 +84,7 @@ SALES_PERMISSIONS = (
     CATALOGUE_VIEW
     | BOOKINGS_VIEW
     | PAYMENTS_VIEW
+    | PLANS_VIEW
     | CUSTOMERS_VIEW
     | OPERATIONS_VIEW
     | {HOLD_BOOKING, CONFIRM_BOOKING, CANCEL_BOOKING}
@@ -77,28 +96,35 @@ SALES_PERMISSIONS = (
     # TODO(payments): the permission to record an offline payment, once that service exists.
 )
 
-SALES_MANAGER_PERMISSIONS = SALES_PERMISSIONS | {
-    # Prices, capacity and cancellation policies live on the slot class page.
-    "marketplace.change_slotclass",
-    "marketplace.add_slotclassprice",
-    "marketplace.change_slotclassprice",
-    "marketplace.delete_slotclassprice",
-    "marketplace.add_cancellationtier",
-    "marketplace.change_cancellationtier",
-    "marketplace.delete_cancellationtier",
-    REFUND_ABOVE_THRESHOLD,
-    # Reseller API keys: issued on add, revoked with the change permission.
-    "accounts.view_apikey",
-    "accounts.add_apikey",
-    "accounts.change_apikey",
-    "admin.view_logentry",
-}
+SALES_MANAGER_PERMISSIONS = (
+    SALES_PERMISSIONS
+    | PLANS_CHANGE
+    | {
+        # Prices, capacity and cancellation policies live on the slot class page.
+        "marketplace.change_slotclass",
+        "marketplace.add_slotclassprice",
+        "marketplace.change_slotclassprice",
+        "marketplace.delete_slotclassprice",
+        "marketplace.add_cancellationtier",
+        "marketplace.change_cancellationtier",
+        "marketplace.delete_cancellationtier",
+        REFUND_ABOVE_THRESHOLD,
+        # Reseller API keys: issued on add, revoked with the change permission.
+        "accounts.view_apikey",
+        "accounts.add_apikey",
+        "accounts.change_apikey",
+        "admin.view_logentry",
+        # What each reseller owes after commission and credits (bookings/admin_statements.py).
+        VIEW_RESELLER_STATEMENT,
+    }
+)
 
 OPERATIONS_PERMISSIONS = (
     CATALOGUE_VIEW
     | BOOKINGS_VIEW
     | OPERATIONS_VIEW
-    | {REVIEW_PAYLOAD, "marketplace.change_mission"}
+    # change_mission: the mission contacts inline is edited on the mission's page.
+    | {REVIEW_PAYLOAD, "marketplace.change_mission", CHANGE_MISSION_STATUS}
     | {f"marketplace.{action}_missioncontact" for action in ("add", "change", "delete")}
 )
 
@@ -107,9 +133,10 @@ FINANCE_PERMISSIONS = (
     | BOOKINGS_VIEW
     | PAYMENTS_VIEW
     | CUSTOMERS_VIEW
+    | PLANS_VIEW
     | OPERATIONS_VIEW
     | _view("bookings", "stripeevent")
-    | {"accounts.view_apikey", "admin.view_logentry"}
+    | {"accounts.view_apikey", "admin.view_logentry", VIEW_RESELLER_STATEMENT}
 )
 
 
@@ -138,9 +165,12 @@ def _content_type(apps: Any, app_label: str, model: str) -> Any:
     return content_type
 
 
-def _model_permission(apps: Any, app_label: str, codename: str) -> Any:
+def _model_permission(
+    apps: Any, app_label: str, codename: str, *, missing_model_ok: bool = False
+) -> Any:
     """A model's default permission, created if ``post_migrate`` has not run yet (a fresh
-    database runs this from a migration, before Django creates any permission)."""
+    database runs this from a migration, before Django creates any permission). None for a
+    model the registry does not have yet, when ``missing_model_ok``."""
     permission_model = apps.get_model("auth", "Permission")
     action, _, model_name = codename.partition("_")
     if action not in DEFAULT_ACTIONS:
@@ -149,6 +179,8 @@ def _model_permission(apps: Any, app_label: str, codename: str) -> Any:
         model = apps.get_model(app_label, model_name)
     except LookupError as exc:
         raise UnknownPermission(f"{app_label}.{codename}: no model {model_name!r}") from exc
+        if missing_model_ok:
+            return None
     content_type = _content_type(apps, app_label, model._meta.model_name)
     permission, _ = permission_model.objects.get_or_create(
         content_type=content_type,
@@ -181,11 +213,19 @@ def roles_sync(*, apps: Any = global_apps) -> dict[str, list[str]]:
     group_model = apps.get_model("auth", "Group")
     custom = _custom_permissions(apps)
     changes: dict[str, list[str]] = {}
+    # An early migration's registry lacks the models added since: their permissions wait
+    # for the later migration that runs this again (accounts 0003, 0005…). Against the
+    # installed apps, a model that does not exist is a typo and raises.
+    historical = apps is not global_apps
     for role in ROLES:
         wanted = {}
         for dotted in sorted(role.permissions):
             app_label, _, codename = dotted.partition(".")
-            wanted[dotted] = custom.get(dotted) or _model_permission(apps, app_label, codename)
+            permission = custom.get(dotted) or _model_permission(
+                apps, app_label, codename, missing_model_ok=historical
+            )
+            if permission is not None:
+                wanted[dotted] = permission
         group, _ = group_model.objects.get_or_create(name=role.group_name)
         current = {
             f"{p.content_type.app_label}.{p.codename}": p

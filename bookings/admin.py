@@ -42,6 +42,7 @@ from accounts.roles import (
     REFUND_ABOVE_THRESHOLD,
     REVIEW_PAYLOAD,
 )
+from bookings.admin_booking_sections import booking_sections
 from bookings.admin_services import (
     PAYLOAD_REVIEW_TRANSITIONS,
     booking_notice_resend,
@@ -603,6 +604,7 @@ class BookingAdmin(admin.ModelAdmin):
         if booking is not None:
             context.update(self._buttons(request, booking))
         return super().change_view(request, object_id, form_url, context)
+            context.update(booking_sections(request, booking))
 
     def _buttons(self, request: HttpRequest, booking: Booking) -> dict[str, Any]:
         status = booking.effective_status

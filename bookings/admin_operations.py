@@ -12,6 +12,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import IntegerField, QuerySet
 from django.db.models.fields.json import KT
@@ -23,6 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from accounts.roles import CHANGE_MISSION_STATUS
 from bookings.exceptions import BookingError
 from bookings.manifests import (
     manifest_csv,
@@ -269,10 +271,14 @@ class MissionStatusForm(forms.Form):
     )
 
 
-@admin.action(description=_("Change the mission status…"), permissions=["change"])
+@admin.action(description=_("Change the mission status…"), permissions=["change_status"])
 def mission_change_status(
     modeladmin: admin.ModelAdmin[Mission], request: HttpRequest, queryset: QuerySet[Mission]
 ) -> TemplateResponse | None:
+    # Offered only with the permission (MissionAdmin.has_change_status_permission); this
+    # refuses a forced POST too.
+    if not request.user.has_perm(CHANGE_MISSION_STATUS):
+        raise PermissionDenied
     form = MissionStatusForm(request.POST if "apply" in request.POST else None)
     if "apply" in request.POST and form.is_valid():
         actor = Actor.for_user(request.user)  # type: ignore[arg-type]

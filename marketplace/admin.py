@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from accounts.roles import CHANGE_MISSION_STATUS
 from bookings.admin_operations import (
     MissionContactInline,
     mission_change_status,
@@ -256,6 +257,10 @@ class MissionAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def has_change_status_permission(self, request: HttpRequest) -> bool:
+        # Editing a mission's details (sales: schedule changes) is not moving its status.
+        return request.user.has_perm(CHANGE_MISSION_STATUS)
+
     @admin.display(description=_("launch window"), ordering="launch_window_start")
     def window_display(self, obj: Mission) -> str:
         return f"{obj.launch_window_start:%Y-%m-%d} – {obj.launch_window_end:%Y-%m-%d}"
@@ -347,7 +352,9 @@ class SlotClassAdmin(_SoldDisplayMixin, admin.ModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: SlotClass | None = None) -> Any:
         first = _SLOT_CLASS_FIELDSETS[0]
         with_mission = (first[0], {"fields": ("mission", *first[1]["fields"])})
-        return (with_mission, *_SLOT_CLASS_FIELDSETS[1:])
+        # On the class's own page only: the mission page's inline keeps its fields.
+        payment = (_("Payment and tax"), {"fields": (("payment_plan", "tax_treatment"),)})
+        return (with_mission, *_SLOT_CLASS_FIELDSETS[1:], payment)
 
     def get_readonly_fields(self, request: HttpRequest, obj: SlotClass | None = None) -> Any:
         # A class with its bookings belongs to one mission for good.
@@ -364,3 +371,7 @@ class SlotClassAdmin(_SoldDisplayMixin, admin.ModelAdmin):
             obj.save(update_fields=SLOT_CLASS_UPDATE_FIELDS)
         else:
             obj.save()
+
+
+# Payment plans have their own module; importing it registers their admin.
+from marketplace import admin_plans  # noqa: E402, F401

@@ -77,6 +77,13 @@ def staff_user(*, role: Role | None = None, superuser: bool = False, **fields: A
     return user
 
 
+def may(user: User, *perms: str) -> list[bool]:
+    """Whether ``user`` has each permission, read afresh (permission caches are per
+    instance)."""
+    fresh = User.objects.get(pk=user.pk)
+    return [fresh.has_perm(p) for p in perms]
+
+
 def give_totp(user: User, secret: str = TEST_TOTP_SECRET) -> Authenticator:
     """Activate TOTP for ``user`` as allauth stores it (the default adapter keeps the secret
     as given)."""

@@ -12,7 +12,7 @@ from django.test import Client
 
 from accounts.models import User
 from accounts.roles import FINANCE, OPERATIONS, ROLES, SALES, SALES_MANAGER
-from tests.admin.helpers import admin_client_with_mfa
+from tests.admin.helpers import admin_client_with_mfa, may
 
 pytestmark = pytest.mark.django_db
 
@@ -44,10 +44,6 @@ def test_booking_transitions_are_permissions_on_the_booking_content_type() -> No
 def test_what_each_role_may_do_matches_the_brief(
     sales: User, manager: User, operations: User, finance: User
 ) -> None:
-    def may(user: User, *perms: str) -> list[bool]:
-        fresh = User.objects.get(pk=user.pk)  # permission caches are per instance
-        return [fresh.has_perm(p) for p in perms]
-
     transitions = ("bookings.hold_booking", "bookings.confirm_booking", "bookings.cancel_booking")
     assert may(sales, *transitions) == [True, True, True]
     assert may(sales, "marketplace.change_mission", "marketplace.view_slotclass") == [True, True]
