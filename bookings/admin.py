@@ -603,8 +603,8 @@ class BookingAdmin(admin.ModelAdmin):
         context = dict(extra_context or {})
         if booking is not None:
             context.update(self._buttons(request, booking))
-        return super().change_view(request, object_id, form_url, context)
             context.update(booking_sections(request, booking))
+        return super().change_view(request, object_id, form_url, context)
 
     def _buttons(self, request: HttpRequest, booking: Booking) -> dict[str, Any]:
         status = booking.effective_status
