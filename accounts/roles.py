@@ -132,8 +132,8 @@ FINANCE_PERMISSIONS = (
     CATALOGUE_VIEW
     | BOOKINGS_VIEW
     | PAYMENTS_VIEW
-    | CUSTOMERS_VIEW
     | PLANS_VIEW
+    | CUSTOMERS_VIEW
     | OPERATIONS_VIEW
     | _view("bookings", "stripeevent")
     | {"accounts.view_apikey", "admin.view_logentry", VIEW_RESELLER_STATEMENT}
@@ -178,9 +178,9 @@ def _model_permission(
     try:
         model = apps.get_model(app_label, model_name)
     except LookupError as exc:
-        raise UnknownPermission(f"{app_label}.{codename}: no model {model_name!r}") from exc
         if missing_model_ok:
             return None
+        raise UnknownPermission(f"{app_label}.{codename}: no model {model_name!r}") from exc
     content_type = _content_type(apps, app_label, model._meta.model_name)
     permission, _ = permission_model.objects.get_or_create(
         content_type=content_type,
@@ -212,11 +212,11 @@ def roles_sync(*, apps: Any = global_apps) -> dict[str, list[str]]:
     provides, so a typo in a role cannot silently grant nothing."""
     group_model = apps.get_model("auth", "Group")
     custom = _custom_permissions(apps)
-    changes: dict[str, list[str]] = {}
     # An early migration's registry lacks the models added since: their permissions wait
     # for the later migration that runs this again (accounts 0003, 0005…). Against the
     # installed apps, a model that does not exist is a typo and raises.
     historical = apps is not global_apps
+    changes: dict[str, list[str]] = {}
     for role in ROLES:
         wanted = {}
         for dotted in sorted(role.permissions):
