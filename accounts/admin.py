@@ -18,11 +18,13 @@ from django.utils.translation import ngettext
 from accounts.models import (
     ApiKey,
     CreditLimit,
+    DeniedParty,
     Membership,
     Organisation,
     OrganisationKind,
     User,
 )
+from accounts.screening import party_name_normalise
 from accounts.services import api_key_issue, api_key_revoke
 
 
@@ -260,5 +262,57 @@ class ApiKeyAdmin(admin.ModelAdmin):
             request,
             ngettext("Revoked %(count)d key.", "Revoked %(count)d keys.", revoked)
             % {"count": revoked},
+            messages.SUCCESS,
+        )
+
+
+class DeniedPartyForm(forms.ModelForm):
+    class Meta:
+        model = DeniedParty
+        fields = ("name", "country", "source", "note", "active")
+
+    def clean_name(self) -> str:
+        name = (self.cleaned_data.get("name") or "").strip()
+        if not party_name_normalise(name):
+            raise forms.ValidationError(
+                _("Give a name with letters or digits: only a company form (Inc, Ltd…) is left.")
+            )
+        return name
+
+    def clean_country(self) -> str:
+        country = (self.cleaned_data.get("country") or "").strip().upper()
+        if country and not (len(country) == 2 and country.isascii() and country.isalpha()):
+            raise forms.ValidationError(
+                _("Give the country as its two-letter ISO code (e.g. JP), or leave it empty.")
+            )
+        return country
+
+
+@admin.register(DeniedParty)
+class DeniedPartyAdmin(admin.ModelAdmin):
+    """The denied-party list sales keep. Screening (``accounts.screening``) reads the active
+    entries at every confirmation; an entry is deactivated rather than deleted, so the
+    screening notes that name it keep their meaning."""
+
+    form = DeniedPartyForm
+    list_display = ("name", "country", "source", "active", "normalised", "created_at")
+    list_filter = ("active", "country")
+    search_fields = ("name", "source", "note")
+    actions = ["deactivate_selected"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("compared as"))
+    def normalised(self, obj: DeniedParty) -> str:
+        return party_name_normalise(obj.name)
+
+    @admin.action(description=_("Deactivate selected entries"), permissions=["change"])
+    def deactivate_selected(self, request: HttpRequest, queryset: QuerySet[DeniedParty]) -> None:
+        count = queryset.filter(active=True).update(active=False)
+        self.message_user(
+            request,
+            ngettext("Deactivated %(count)d entry.", "Deactivated %(count)d entries.", count)
+            % {"count": count},
             messages.SUCCESS,
         )

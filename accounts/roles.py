@@ -94,6 +94,9 @@ SALES_PERMISSIONS = (
     | {"bookings.change_reaccommodationoffer", "bookings.change_waitlistentry"}
     | {f"bookings.{action}_webhookendpoint" for action in ("add", "change", "delete")}
     # TODO(payments): the permission to record an offline payment, once that service exists.
+    # The denied-party list sales keep (accounts.screening); entries are deactivated, not
+    # deleted, so past screening notes still make sense.
+    | {f"accounts.{action}_deniedparty" for action in ("view", "add", "change")}
 )
 
 SALES_MANAGER_PERMISSIONS = (

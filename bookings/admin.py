@@ -715,7 +715,7 @@ class BookingAdmin(admin.ModelAdmin):
             messages.error(request, _("Choose a review status."))
             return HttpResponseRedirect(self._change_url(booking))
         try:
-            payload_review_change(
+            declaration = payload_review_change(
                 booking_id=booking.pk,
                 to_status=form.cleaned_data["to_status"],
                 actor=_actor(request),
@@ -724,7 +724,8 @@ class BookingAdmin(admin.ModelAdmin):
         except BookingError as exc:
             messages.error(request, exc.message)
         else:
-            label = ReviewStatus(form.cleaned_data["to_status"]).label
+            # "Accepted" clears one stage at a time: say where the payload really is.
+            label = ReviewStatus(declaration.review_status).label
             self.log_change(request, booking, f"Payload review set to {label}.")
             messages.success(request, _("The payload review is now %(s)s.") % {"s": label})
         return HttpResponseRedirect(self._change_url(booking))
@@ -962,4 +963,9 @@ def _booking_csv_rows(bookings: QuerySet[Booking]) -> Iterator[list[object]]:
 
 
 # The mission-operations admin lives in modules of its own; importing them registers it.
-from bookings import admin_offers, admin_operations, admin_waitlist  # noqa: E402, F401
+from bookings import (  # noqa: E402, F401
+    admin_offers,
+    admin_operations,
+    admin_review,  # the operations queue and the screening decisions
+    admin_waitlist,
+)

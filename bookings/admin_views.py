@@ -19,16 +19,47 @@ from django.contrib import admin
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, F, Q, QuerySet, Sum, Value, When
-from django.db.models.functions import Coalesce, Concat
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Coalesce, Concat, Greatest
 from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import OrganisationKind
-from bookings.models import Booking, BookingEvent, BookingStatus, EventType, ReviewStatus
+from bookings.admin_money_filters import OVERDUE
+from bookings.models import (
+    Booking,
+    BookingEvent,
+    BookingStatus,
+    EventType,
+    Instalment,
+    InstalmentStatus,
+    Payment,
+    PaymentProvider,
+    PaymentStatus,
+    Refund,
+    RefundReason,
+    RefundStatus,
+    ReviewStatus,
+    WaitlistEntry,
+    WaitlistStatus,
+)
 from marketplace.models import FINISHED_MISSION_STATUSES, Mission, SlotClass
 from marketplace.money import Money
 
@@ -79,6 +110,47 @@ def _require(request: HttpRequest, permission: str) -> None:
 # --- dashboard --------------------------------------------------------------------------
 LIST_LIMIT = 50
 AWAITING_REVIEW = (ReviewStatus.SAFETY_REVIEW, ReviewStatus.EXPORT_REVIEW)
+# In the queue: waiting, or offered a hold not taken yet.
+WAITLIST_ACTIVE = (WaitlistStatus.WAITING, WaitlistStatus.OFFERED)
+
+
+def _sum_for_booking(rows: QuerySet[Any], booking_path: str) -> Subquery:
+    return Subquery(
+        rows.filter(**{booking_path: OuterRef("pk")})
+        .order_by()
+        .values(booking_path)
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+
+
+def still_owed() -> Combinable:
+    """What one booking still owes, as an expression on Booking (for a SUM per currency):
+    its price, less the money kept on it, never below zero.
+
+    Money kept = payments received (succeeded; an "account" row is a promise, not money)
+    less refunds sent or on their way, except goodwill refunds: those are a concession off
+    the price, not money owed again. So a booking paid twice and refunded once owes nothing,
+    a part-paid instalment booking owes the rest, and one confirmed on account owes its
+    price until a transfer is recorded against it."""
+    received = _sum_for_booking(
+        Payment.objects.filter(status=PaymentStatus.SUCCEEDED).exclude(
+            provider=PaymentProvider.ACCOUNT
+        ),
+        "booking",
+    )
+    returned = _sum_for_booking(
+        Refund.objects.filter(
+            status__in=(RefundStatus.PENDING, RefundStatus.SUCCEEDED),
+            payment__status=PaymentStatus.SUCCEEDED,
+        )
+        .exclude(reason=RefundReason.GOODWILL)
+        .exclude(payment__provider=PaymentProvider.ACCOUNT),
+        "payment__booking",
+    )
+    return Greatest(
+        F("price_amount") - Coalesce(received, 0) + Coalesce(returned, 0), Value(0)
+    )
 
 
 @dataclass
@@ -88,6 +160,7 @@ class ClassLine:
     held_g: int
     sold_units: int
     held_units: int
+    waitlist: int = 0
 
     @property
     def free_g(self) -> int:
@@ -140,6 +213,14 @@ def _capacity_by_class(now: datetime) -> list[MissionLine]:
     confirmed = Q(bookings__status=BookingStatus.CONFIRMED)
     # A hold past its expiry is free at once, before the sweep writes it.
     live_hold = Q(bookings__status=BookingStatus.HELD, bookings__hold_expires_at__gt=now)
+    # A subquery, not a join: joining the queue too would multiply the booking sums.
+    waiting = (
+        WaitlistEntry.objects.filter(slot_class=OuterRef("pk"), status__in=WAITLIST_ACTIVE)
+        .order_by()
+        .values("slot_class")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     classes = (
         SlotClass.objects.exclude(mission__status__in=FINISHED_MISSION_STATUSES)
         .select_related("mission")
@@ -148,6 +229,7 @@ def _capacity_by_class(now: datetime) -> list[MissionLine]:
             held_g=Coalesce(Sum("bookings__mass_g", filter=live_hold), 0),
             sold_units=Coalesce(Sum("bookings__quantity", filter=confirmed), 0),
             held_units=Coalesce(Sum("bookings__quantity", filter=live_hold), 0),
+            waitlist=Coalesce(Subquery(waiting), 0),
         )
         .order_by("mission__launch_window_start", "mission__code", "sort_order", "pk")
     )
@@ -161,6 +243,7 @@ def _capacity_by_class(now: datetime) -> list[MissionLine]:
                 held_g=slot_class.held_g,
                 sold_units=slot_class.sold_units,
                 held_units=slot_class.held_units,
+                waitlist=slot_class.waitlist,
             )
         )
     return list(missions.values())
@@ -178,12 +261,14 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
     now = timezone.now()
     missions = _capacity_by_class(now)
 
+    owed = still_owed()
     confirmed_sums = list(
         Booking.objects.filter(status=BookingStatus.CONFIRMED)
         .values("slot_class__mission_id", "currency")
         .annotate(
             revenue=Sum("price_amount"),
-            on_account=Coalesce(Sum("price_amount", filter=Q(on_account=True)), 0),
+            outstanding=Coalesce(Sum(owed), 0),
+            on_account=Coalesce(Sum(owed, filter=Q(on_account=True)), 0),
         )
         .order_by()
     )
@@ -193,9 +278,17 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         if line is not None:
             line.revenue.append(Money(row["revenue"], row["currency"]))
     revenue = _money_totals((r["currency"], r["revenue"]) for r in confirmed_sums)
-    # TODO(payments): less what has been paid against on-account bookings, once recorded.
     outstanding = _money_totals(
+        (r["currency"], r["outstanding"]) for r in confirmed_sums if r["outstanding"]
+    )
+    outstanding_on_account = _money_totals(
         (r["currency"], r["on_account"]) for r in confirmed_sums if r["on_account"]
+    )
+    overdue_instalments = list(
+        Instalment.objects.filter(status=InstalmentStatus.DUE, due_at__lt=now)
+        .values("currency")
+        .annotate(count=Count("pk"), amount=Sum(F("amount") - F("amount_paid")))
+        .order_by("currency")
     )
 
     display = ("organisation", "slot_class__mission", "payload")
@@ -230,6 +323,13 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "missions": missions,
         "revenue": revenue,
         "outstanding": outstanding,
+        "outstanding_on_account": outstanding_on_account,
+        "overdue_instalments": [
+            (row["count"], Money(row["amount"], row["currency"])) for row in overdue_instalments
+        ],
+        "overdue_instalment_count": sum(row["count"] for row in overdue_instalments),
+        "flagged_overdue_count": Booking.objects.filter(overdue_since__isnull=False).count(),
+        "overdue_url": reverse("admin:bookings_booking_changelist") + f"?overdue={OVERDUE}",
         "expiring_count": expiring.count(),
         "expiring": expiring.select_related(*display).order_by("hold_expires_at")[:LIST_LIMIT],
         "awaiting_count": awaiting.count(),
