@@ -3,20 +3,29 @@ causes them, dispatched on commit and re-dispatched by a periodic sweep, process
 
 Processing claims a row with a lease (``locked_until``) in a short transaction, runs the
 handler outside any transaction (handlers may send mail or call HTTP), then marks it
-processed. A worker that dies mid-handler leaves the lease to lapse; the sweep hands the
-row out again. Handlers must therefore be safe to run again for the same row.
+processed. Handlers must be safe to run again for the same row.
+
+The lease is short (``MOONSLOT_OUTBOX_LEASE``, half a minute) and a thread beside the
+handler renews it every third of that for as long as the handler runs, so a slow handler
+keeps its row however long it takes, while a worker that dies (SIGKILL, a lost machine)
+stops renewing and its row is handed out again by the sweep within about one lease, not
+after some long timeout. A claim is owned by the ``attempts`` count it wrote: a renewal or
+an error report by a worker whose lease was lost meanwhile (taken over by another claim)
+matches no row and changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from bookings.models import OutboxMessage
@@ -25,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[OutboxMessage], None]
 HANDLERS: dict[str, Handler] = {}
-LEASE = timedelta(minutes=5)
 
 
 def outbox_handler(topic: str) -> Callable[[Handler], Handler]:
@@ -78,6 +86,7 @@ def outbox_process(*, message_id: int) -> bool:
     already processed or another worker holds its lease. Handler errors propagate after the
     row records them (the task's retry policy decides what happens next)."""
     now = timezone.now()
+    lease: timedelta = settings.MOONSLOT_OUTBOX_LEASE
     with transaction.atomic():
         message = (
             OutboxMessage.objects.select_for_update(skip_locked=True)
@@ -87,17 +96,17 @@ def outbox_process(*, message_id: int) -> bool:
         )
         if message is None:
             return False
-        message.locked_until = now + LEASE
+        message.locked_until = now + lease
         message.attempts += 1
         message.save(update_fields=["locked_until", "attempts"])
-
     handler = HANDLERS.get(message.topic)
     try:
         if handler is None:
             raise LookupError(f"no outbox handler for topic {message.topic!r}")
-        handler(message)
+        with _lease_renewed(message, lease=lease):
+            handler(message)
     except Exception as exc:
-        OutboxMessage.objects.filter(pk=message.pk).update(
+        _claim(message).update(
             last_error=f"{type(exc).__name__}: {exc}"[:2000],
             locked_until=timezone.now() + _backoff(message.attempts),
         )
@@ -106,6 +115,49 @@ def outbox_process(*, message_id: int) -> bool:
         processed_at=timezone.now(), locked_until=None, last_error=""
     )
     return True
+
+
+def _claim(message: OutboxMessage) -> QuerySet[OutboxMessage]:
+    """The row while this claim of it (the ``attempts`` it wrote) still holds."""
+    return OutboxMessage.objects.filter(
+        pk=message.pk, attempts=message.attempts, processed_at__isnull=True
+    )
+
+
+@contextmanager
+def _lease_renewed(message: OutboxMessage, *, lease: timedelta) -> Iterator[None]:
+    """Renew this claim's lease from a thread of its own while the body runs.
+
+    Not inside a transaction (tests that run tasks eagerly in theirs): the claim is not
+    committed there, so another connection could neither see it nor wait for it safely.
+    ``MOONSLOT_DISABLE_OUTBOX_LEASE_RENEWAL`` is the fault tests' switch to show the double
+    run the renewal prevents; never set it in production."""
+    if (
+        settings.MOONSLOT_DISABLE_OUTBOX_LEASE_RENEWAL
+        or transaction.get_connection().in_atomic_block
+    ):
+        yield
+        return
+    done = threading.Event()
+
+    def renew() -> None:
+        try:
+            while not done.wait(lease.total_seconds() / 3):
+                if not _claim(message).update(locked_until=timezone.now() + lease):
+                    logger.warning("outbox %s: lease lost; no longer renewed", message.pk)
+                    return
+        except Exception:  # a renewal that fails leaves the lease to lapse, as a dead worker does
+            logger.warning("outbox: renewing a lease failed", exc_info=True)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    renewer = threading.Thread(target=renew, name="outbox-lease", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        renewer.join()
 
 
 def _backoff(attempts: int) -> timedelta:

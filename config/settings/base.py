@@ -243,6 +243,12 @@ MOONSLOT_IDEMPOTENCY_TTL = timedelta(hours=24)
 MOONSLOT_OUTBOX_RETRY_AFTER = timedelta(
     seconds=env.int("MOONSLOT_OUTBOX_RETRY_SECONDS", default=60)
 )
+# A worker's claim on an outbox row lasts this long unless renewed; a running handler renews
+# it every third of this, so a worker that died mid-handler has its row handed out again by
+# the sweep within about this long.
+MOONSLOT_OUTBOX_LEASE = timedelta(seconds=env.int("MOONSLOT_OUTBOX_LEASE_SECONDS", default=30))
+# Test-only: stop renewing outbox leases, to show the double run it prevents. Never in production.
+MOONSLOT_DISABLE_OUTBOX_LEASE_RENEWAL = False
 # Reseller webhook URLs must be public https; local development may allow http and
 # private addresses.
 MOONSLOT_WEBHOOKS_ALLOW_LOCAL = False

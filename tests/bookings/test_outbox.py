@@ -2,6 +2,7 @@
 swept when dispatch failed, and processed once however often they are dispatched."""
 
 from datetime import timedelta
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -14,6 +15,7 @@ from bookings.models import Booking, OutboxMessage
 from bookings.services import Actor
 from bookings.tasks import outbox_process_task
 from tests.factories import ResellerFactory, SlotClassFactory, UserFactory
+from tests.worker import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -172,3 +174,87 @@ def test_hold_reminder_is_sent_once_before_expiry(django_capture_on_commit_callb
         f"[Moonslot] Your hold {booking.reference} expires soon"
     ]
     assert fresh.reference not in mail.outbox[0].body
+
+
+# --- leases: kept alive while the handler runs, lapsing soon after a worker dies ----------
+
+
+def _slow_row() -> OutboxMessage:
+    return OutboxMessage.objects.create(topic="test.slow", payload={})
+
+
+def _lease_of(message: OutboxMessage) -> Any:
+    return OutboxMessage.objects.values_list("locked_until", flat=True).get(pk=message.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_handler_renews_its_lease_so_no_other_delivery_takes_the_row(
+    settings: Any,
+) -> None:
+    settings.MOONSLOT_OUTBOX_LEASE = timedelta(seconds=1)
+    message = _slow_row()
+    runs: list[bool] = []
+
+    def slow(row: OutboxMessage) -> None:
+        runs.append(True)
+        first_term = _lease_of(row)
+        # Past the end of the lease first written: renewed meanwhile, by another thread.
+        wait_for(
+            lambda: _lease_of(row) > first_term + settings.MOONSLOT_OUTBOX_LEASE,
+            what="the lease to be renewed past its first term",
+        )
+        # Another worker's delivery of the same row, now: refused.
+        runs.append(outbox.outbox_process(message_id=row.pk))
+
+    with mock.patch.dict(outbox.HANDLERS, {"test.slow": slow}):
+        assert outbox.outbox_process(message_id=message.pk) is True
+    assert runs == [True, False]
+    message.refresh_from_db()
+    assert message.attempts == 1
+    assert message.processed_at is not None
+    assert message.locked_until is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_renewal_a_slow_handler_loses_its_row_to_a_second_run(settings: Any) -> None:
+    """The test-only switch: the short lease alone hands a slow handler's row out again."""
+    settings.MOONSLOT_OUTBOX_LEASE = timedelta(seconds=1)
+    settings.MOONSLOT_DISABLE_OUTBOX_LEASE_RENEWAL = True
+    message = _slow_row()
+    runs: list[bool] = []
+
+    def slow(row: OutboxMessage) -> None:
+        runs.append(True)
+        if len(runs) > 1:
+            return
+        wait_for(lambda: _lease_of(row) <= timezone.now(), what="the lease to lapse")
+        runs.append(outbox.outbox_process(message_id=row.pk))
+
+    with mock.patch.dict(outbox.HANDLERS, {"test.slow": slow}):
+        assert outbox.outbox_process(message_id=message.pk) is True
+    assert runs == [True, True, True]  # the handler ran twice
+    assert OutboxMessage.objects.get(pk=message.pk).attempts == 2
+
+
+def test_a_worker_whose_claim_was_taken_over_leaves_the_new_claim_alone() -> None:
+    """A claim is owned by the ``attempts`` it wrote: the first worker's failure, reported
+    after a second claim took the row, neither shortens the new lease nor records its error
+    over the new run."""
+    message = _slow_row()
+    taken_over_until = timezone.now() + timedelta(minutes=10)
+
+    def fails_after_a_takeover(row: OutboxMessage) -> None:
+        OutboxMessage.objects.filter(pk=row.pk).update(
+            attempts=row.attempts + 1, locked_until=taken_over_until
+        )
+        raise OSError("SMTP unavailable")
+
+    with (
+        mock.patch.dict(outbox.HANDLERS, {"test.slow": fails_after_a_takeover}),
+        pytest.raises(OSError, match="SMTP"),
+    ):
+        outbox.outbox_process(message_id=message.pk)
+    message.refresh_from_db()
+    assert message.attempts == 2
+    assert message.locked_until == taken_over_until
+    assert message.last_error == ""

@@ -1,6 +1,6 @@
-"""Settings of the workers the fault tests start: the test settings, plus the test-only
-work in ``tests.reliability.fault_tasks``."""
+"""Settings of the workers the fault tests start: those of every test worker, plus the
+test-only work in ``tests.reliability.fault_tasks``."""
 
-from config.settings.test import *  # noqa: F403
+from tests.worker_settings import *  # noqa: F403
 
 CELERY_IMPORTS = ["tests.reliability.fault_tasks"]
