@@ -93,7 +93,8 @@ SALES_PERMISSIONS = (
     # Answering offers for customers, serving waitlists, resellers' webhook endpoints.
     | {"bookings.change_reaccommodationoffer", "bookings.change_waitlistentry"}
     | {f"bookings.{action}_webhookendpoint" for action in ("add", "change", "delete")}
-    # TODO(payments): the permission to record an offline payment, once that service exists.
+    # Recording money received by bank transfer (bookings.admin_payments).
+    | {"bookings.add_payment"}
     # The denied-party list sales keep (accounts.screening); entries are deactivated, not
     # deleted, so past screening notes still make sense.
     | {f"accounts.{action}_deniedparty" for action in ("view", "add", "change")}

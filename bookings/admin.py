@@ -43,6 +43,7 @@ from accounts.roles import (
     REVIEW_PAYLOAD,
 )
 from bookings.admin_booking_sections import booking_sections
+from bookings.admin_payments import transfer_urls
 from bookings.admin_services import (
     PAYLOAD_REVIEW_TRANSITIONS,
     booking_notice_resend,
@@ -648,6 +649,8 @@ class BookingAdmin(admin.ModelAdmin):
                 wrap(self.payload_review_view),
                 name="bookings_booking_payload_review",
             ),
+            # "Record a bank transfer" (bookings.admin_payments).
+            *transfer_urls(self),
             *super().get_urls(),
         ]
 

@@ -305,6 +305,12 @@ class EventType(models.TextChoices):
     # sales follow up, nothing is cancelled. Cleared once nothing is past its grace any more.
     BOOKING_OVERDUE = "booking.overdue", _("Payment overdue: flagged for sales")
     BOOKING_OVERDUE_CLEARED = "booking.overdue_cleared", _("Overdue payment settled")
+    # Money by bank transfer, recorded by sales (bookings.transfers). Money beyond what was
+    # owed is flagged, never absorbed; a transfer's refund is paid out by sales.
+    TRANSFER_RECORDED = "payment.transfer_recorded", _("Bank transfer received")
+    PAYMENT_OVERPAID = "payment.overpaid", _("Overpayment received: sales will refund it")
+    REFUND_TO_PAY_OUT = "payment.refund_to_pay_out", _("Refund to be paid by bank transfer")
+    REFUND_PAID_OUT = "payment.refund_paid_out", _("Refund paid by bank transfer")
 
 
 class BookingEvent(models.Model):

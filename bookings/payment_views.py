@@ -23,10 +23,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import MemberRole, User
-from bookings import gateways, payments, selectors
+from bookings import gateways, payments, plans, selectors, transfers
 from bookings.exceptions import BookingError, HoldExpired, InvalidTransition, TransientError
 from bookings.models import REFERENCE_LENGTH, Booking, BookingStatus, Payment, PaymentStatus
 from bookings.services import Actor
+from marketplace.money import Money
 
 logger = logging.getLogger(__name__)
 
@@ -73,23 +74,37 @@ def pay(request: HttpRequest, reference: str) -> HttpResponse:
     booking = _booking_or_404(request, reference)
     now = timezone.now()
     status = booking.status_at(now)
-    if status == BookingStatus.CONFIRMED:
+    # On a payment plan the page pays the next instalment due (the deposit first), also
+    # once the booking is confirmed; without a plan, the price of a hold.
+    instalment = (
+        plans.next_due_instalment(booking.instalments.all()) if booking.payment_reference else None
+    )
+    if status == BookingStatus.CONFIRMED and instalment is None:
         return HttpResponseRedirect(detail_url(booking.reference))
-    refusal = payments.card_payment_refusal(booking)
+    payable = status == BookingStatus.HELD or status == BookingStatus.CONFIRMED
+    amount = instalment.outstanding if instalment is not None else booking.price_amount
+    refusal = payments.card_payment_refusal(booking, amount=amount)
+    over_card_limit = amount > payments.STRIPE_MAX_CHARGE_MINOR
     action = None
-    if status == BookingStatus.HELD and refusal is None:
+    if payable and refusal is None:
         action = _pending_action(booking)
     context = {
         "booking": booking,
         "status": status,
+        "payable": payable,
+        "instalment": instalment,
+        "pay_amount": Money(amount, booking.currency),
         "can_pay": _can_pay(booking),
         "refusal": refusal,
-        "over_card_limit": booking.price_amount > payments.STRIPE_MAX_CHARGE_MINOR,
+        "over_card_limit": over_card_limit,
+        # Above the card limit, the transfer's details: the account and the reference.
+        "bank_details": transfers.bank_details() if payable and over_card_limit else "",
+        "payment_reference": (
+            plans.payment_reference_ensure(booking) if payable and over_card_limit else ""
+        ),
         # While 3-D Secure is pending the page finishes that first; a failure brings the
         # card form back.
-        "card_form": (
-            status == BookingStatus.HELD and refusal is None and _can_pay(booking) and not action
-        ),
+        "card_form": payable and refusal is None and _can_pay(booking) and not action,
         "action": action,
         "hold_seconds": (
             max(0, int((booking.hold_expires_at - now).total_seconds()))

@@ -34,7 +34,8 @@ from django.db.models import Max, Sum
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from bookings import gateways
+from bookings import gateways, plans
+from bookings.billing import documents_queue_for_payment
 from bookings.exceptions import (
     BookingError,
     HoldExpired,
@@ -50,6 +51,9 @@ from bookings.models import (
     Booking,
     BookingEvent,
     BookingStatus,
+    Instalment,
+    InstalmentKind,
+    InstalmentStatus,
     OutboxMessage,
     Payment,
     PaymentProvider,
@@ -83,6 +87,8 @@ INTENT_STATUS = {
     "canceled": PaymentStatus.CANCELED,
 }
 PAID_STATUSES = (PaymentStatus.AUTHORISED, PaymentStatus.SUCCEEDED)
+# A refund of a bank transfer, recorded for sales to pay out by transfer.
+REFUND_TO_PAY_OUT = "payment.refund_to_pay_out"
 
 
 class PaymentNotAllowed(BookingError):
@@ -98,15 +104,18 @@ class RefundNotAllowed(BookingError):
 # --- what the pay page may offer ------------------------------------------------------
 
 
-def card_payment_refusal(booking: Booking) -> str | None:
-    """Why a card cannot pay this booking (for the customer), or None if it can."""
-    if booking.price_amount > STRIPE_MAX_CHARGE_MINOR:
+def card_payment_refusal(booking: Booking, amount: int | None = None) -> str | None:
+    """Why a card cannot pay ``amount`` (minor units: the next instalment's outstanding on
+    a payment plan, the price by default) of this booking, for the customer; None if it can.
+    Above Stripe's per-charge limit the answer is a bank transfer (``bookings.transfers``)."""
+    amount = booking.price_amount if amount is None else amount
+    if amount > STRIPE_MAX_CHARGE_MINOR:
         return _(
             "This amount is above what a single card payment can carry, so it is paid by "
-            "bank transfer. Our sales team will contact you with the details and can extend "
-            "your hold while the transfer is arranged."
+            "bank transfer, to the account below, quoting your payment reference. Our sales "
+            "team can extend your hold while the transfer is arranged."
         )
-    if booking.price_amount <= 0:
+    if amount <= 0:
         return _("There is nothing to pay for this booking.")
     if not gateways.is_configured():
         return _("Card payments are not available at the moment. Please contact sales.")
@@ -171,22 +180,36 @@ def booking_payment_summary(booking: Booking) -> PaymentSummary:
 
 def _open_attempt(*, booking_id: int, actor: Actor, now: datetime) -> Payment:
     """Extend the hold and write a pending attempt, in one transaction under the booking's
-    lock (the extension takes it), so two submits cannot both open one."""
+    lock (the extension takes it), so two submits cannot both open one. On a payment plan
+    the attempt is for the next instalment due (the deposit first), for what it still owes;
+    a confirmed plan booking pays its later instalments without any hold to extend."""
     with transaction.atomic():
-        booking_hold_extend(
-            booking_id=booking_id,
-            by=settings.STRIPE_PAYMENT_GRACE,
-            at_most=settings.STRIPE_PAYMENT_GRACE_MAX,
-            actor=actor,
-            reason="Card payment started.",
-            now=now,
-        )
+        head = Booking.objects.only("status", "payment_reference").get(pk=booking_id)
+        if not (head.status == BookingStatus.CONFIRMED and head.payment_reference):
+            booking_hold_extend(
+                booking_id=booking_id,
+                by=settings.STRIPE_PAYMENT_GRACE,
+                at_most=settings.STRIPE_PAYMENT_GRACE_MAX,
+                actor=actor,
+                reason="Card payment started.",
+                now=now,
+            )
         booking = booking_qs_for_update().get(pk=booking_id)
-        refusal = card_payment_refusal(booking)
+        instalment = _instalment_to_pay(booking)
+        refusal = card_payment_refusal(
+            booking, amount=instalment.outstanding if instalment else None
+        )
         if refusal:
             raise PaymentNotAllowed(refusal)
         attempts = list(booking.payments.order_by("attempt"))
-        if any(p.status in PAID_STATUSES for p in attempts):
+        if instalment is not None:
+            # Duplicates, attempts in flight and the attempt limit count per instalment.
+            attempts = [p for p in attempts if p.instalment_id == instalment.pk]
+            if any(p.status == PaymentStatus.AUTHORISED for p in attempts):
+                raise PaymentNotAllowed(
+                    _("A payment of this instalment is already being completed.")
+                )
+        elif any(p.status in PAID_STATUSES for p in attempts):
             raise PaymentNotAllowed(_("This booking has already been paid."))
         in_flight = [
             p
@@ -211,7 +234,8 @@ def _open_attempt(*, booking_id: int, actor: Actor, now: datetime) -> Payment:
             booking=booking,
             provider=PaymentProvider.STRIPE,
             attempt=number,
-            amount=booking.price_amount,
+            instalment=instalment,
+            amount=instalment.outstanding if instalment else booking.price_amount,
             currency=booking.currency,
             status=PaymentStatus.PENDING,
             # Derived from the booking and the attempt, with a random part so that a
@@ -222,12 +246,33 @@ def _open_attempt(*, booking_id: int, actor: Actor, now: datetime) -> Payment:
         )
 
 
+def _instalment_to_pay(booking: Booking) -> Instalment | None:
+    """The instalment a payment of ``booking`` (locked) goes to: the next one due, locked
+    (lock order: booking, then its instalments). None for a booking paid in full (no query
+    without a payment reference). Raises ``PaymentNotAllowed`` when a plan is fully paid,
+    ``InvalidTransition`` when the booking owes nothing any more (cancelled, expired)."""
+    if not booking.payment_reference:
+        return None
+    rows = list(Instalment.objects.select_for_update().filter(booking=booking).order_by("position"))
+    if not rows:
+        return None
+    if booking.status not in (BookingStatus.HELD, BookingStatus.CONFIRMED):
+        raise InvalidTransition(from_status=booking.status, to_status=booking.status)
+    upcoming = plans.next_due_instalment(rows)
+    if upcoming is None:
+        raise PaymentNotAllowed(_("Every instalment of this booking has been paid."))
+    return upcoming
+
+
 def _intent_metadata(payment: Payment) -> dict[str, str]:
-    return {
+    metadata = {
         "booking_reference": payment.booking.reference,
         "payment_id": str(payment.pk),
         "attempt": str(payment.attempt),
     }
+    if payment.instalment_id:
+        metadata["instalment_id"] = str(payment.instalment_id)
+    return metadata
 
 
 def payment_card_start(
@@ -354,6 +399,9 @@ def payment_apply_intent(
         payment.save()
         if moved and status in PAID_STATUSES:
             _settle(booking, payment, now=now)
+        if moved and status == PaymentStatus.SUCCEEDED and not payment.amount_refunded:
+            # Kept (not given back): its receipt (bookings.billing), with the change.
+            documents_queue_for_payment(payment)
     return payment
 
 
@@ -372,7 +420,18 @@ def _check_intent_matches(payment: Payment, booking: Booking, intent: IntentSnap
 
 def _settle(booking: Booking, payment: Payment, *, now: datetime) -> None:
     """The payment just became authorised or captured (both locked by the caller)."""
-    paid_before = booking.payments.exclude(pk=payment.pk).filter(status__in=PAID_STATUSES).exists()
+    if payment.instalment_id is not None:
+        instalment = Instalment.objects.select_for_update().get(pk=payment.instalment_id)
+        if not _instalment_takes(instalment, payment, now=now):
+            return
+        if instalment.kind != InstalmentKind.DEPOSIT and booking.status != BookingStatus.HELD:
+            _capture_or_done(payment)
+            return
+        paid_before = False
+    else:
+        paid_before = (
+            booking.payments.exclude(pk=payment.pk).filter(status__in=PAID_STATUSES).exists()
+        )
     if paid_before:
         # A second attempt that also went through (two tabs): give it back.
         _give_back(payment, reason=RefundReason.DUPLICATE, now=now)
@@ -396,15 +455,47 @@ def _settle(booking: Booking, payment: Payment, *, now: datetime) -> None:
     if booking.status == BookingStatus.CONFIRMED or booking.confirmed_at is not None:
         # Confirmed (or confirmed and cancelled since, which the cancellation refund
         # settles): take the money.
-        if payment.status == PaymentStatus.AUTHORISED:
-            outbox_write(
-                topic="payment.capture",
-                payload={"payment_id": payment.pk},
-                dedupe_key=f"payment.capture:{payment.pk}",
-            )
+        _capture_or_done(payment)
         return
     # Expired, or cancelled before it was ever confirmed: the customer gets it all back.
     _give_back(payment, reason=RefundReason.HOLD_LAPSED, now=now)
+
+
+def _capture_or_done(payment: Payment) -> None:
+    if payment.status == PaymentStatus.AUTHORISED:
+        outbox_write(
+            topic="payment.capture",
+            payload={"payment_id": payment.pk},
+            dedupe_key=f"payment.capture:{payment.pk}",
+        )
+
+
+def _instalment_takes(instalment: Instalment, payment: Payment, *, now: datetime) -> bool:
+    """Whether a card payment that just became authorised or captured goes to its
+    instalment (locked). An authorisation is given back as a duplicate when the instalment
+    is already covered (money received plus other authorisations under way), or when the
+    instalment is no longer owed (the booking ended); a capture is counted on the
+    instalment (``plans.instalment_apply``), or given back if it came too late."""
+    if instalment.status == InstalmentStatus.CANCELLED:
+        _give_back(payment, reason=RefundReason.HOLD_LAPSED, now=now)
+        return False
+    if payment.status == PaymentStatus.AUTHORISED:
+        authorised_elsewhere = (
+            Payment.objects.filter(instalment=instalment, status=PaymentStatus.AUTHORISED)
+            .exclude(pk=payment.pk)
+            .aggregate(total=Sum("amount"))["total"]
+            or 0
+        )
+        if instalment.amount_paid + authorised_elsewhere >= instalment.amount:
+            _give_back(payment, reason=RefundReason.DUPLICATE, now=now)
+            return False
+        return True
+    # Captured: the money has arrived.
+    if instalment.status == InstalmentStatus.PAID:
+        _give_back(payment, reason=RefundReason.DUPLICATE, now=now)
+        return False
+    plans.instalment_apply(instalment, payment, now=now)
+    return True
 
 
 def _give_back(payment: Payment, *, reason: str, now: datetime) -> None:
@@ -583,6 +674,16 @@ def _refund_locked(
         raise RefundNotAllowed(_("This payment has already been refunded for that.")) from None
     payment.amount_refunded += amount
     payment.save(update_fields=["amount_refunded", "updated_at"])
+    if payment.provider != PaymentProvider.STRIPE:
+        # Stripe cannot send back money it never took: the refund waits, pending, for sales
+        # to pay it out by bank transfer and record that (bookings.transfers).
+        _event(
+            payment.booking,
+            type=REFUND_TO_PAY_OUT,
+            reason=note or str(RefundReason(reason).label),
+            data={"payment_id": payment.pk, "refund_id": refund.pk, "amount": amount},
+        )
+        return refund
     _event(
         payment.booking,
         type="payment.refund_requested",
@@ -603,6 +704,8 @@ def handle_payment_refund(message: OutboxMessage) -> None:
     if refund.status != RefundStatus.PENDING or refund.stripe_refund_id:
         return
     payment = refund.payment
+    if payment.provider != PaymentProvider.STRIPE:
+        return  # paid out by sales (bookings.transfers.refund_record_paid_out)
     try:
         result = gateways.refund_create(
             intent_id=str(payment.stripe_payment_intent_id),
@@ -682,13 +785,20 @@ def booking_cancel_and_refund(
 
 
 def booking_refund_cancellation(*, booking_id: int) -> int:
-    """Refund a cancelled booking's policy amount across its captured card payments, less
-    what cancellation refunds already cover. Safe to run again (the sweep does). Returns the
-    amount newly refunded. Raises ``TransientError`` while a capture is still under way."""
+    """Refund a cancelled booking's policy amount across its payments, less what
+    cancellation refunds already cover: card payments first (Stripe sends them back), then
+    bank transfers, whose refunds are recorded pending for sales to pay out by transfer
+    (``_refund_locked``). Safe to run again (the sweep does). Returns the amount newly
+    refunded. Raises ``TransientError`` while a capture is still under way."""
     booking = Booking.objects.get(pk=booking_id)
     if booking.status != BookingStatus.CANCELLED or not booking.refund_amount:
         return 0
-    payments = list(booking.payments.filter(provider=PaymentProvider.STRIPE).order_by("attempt"))
+    payments = sorted(
+        booking.payments.filter(
+            provider__in=[PaymentProvider.STRIPE, PaymentProvider.BANK_TRANSFER]
+        ),
+        key=lambda p: (p.provider != PaymentProvider.STRIPE, p.attempt),
+    )
     if any(p.status == PaymentStatus.AUTHORISED for p in payments):
         raise TransientError("a capture is still under way; refund after it")
     covered = (

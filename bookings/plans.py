@@ -38,6 +38,7 @@ from bookings.models import (
     Instalment,
     InstalmentKind,
     InstalmentStatus,
+    Payment,
     PaymentProvider,
     PaymentStatus,
     RefundStatus,
@@ -345,6 +346,20 @@ def instalments_milestone_reached(
     return waiting
 
 
+def instalment_apply(instalment: Instalment, payment: Payment, *, now: datetime) -> Instalment:
+    """Count a succeeded ``payment`` on ``instalment`` (both locked by the caller): paid once
+    what it received covers its amount; anything beyond stays on it as overpaid (shown, not
+    moved to the next instalment). The caller records the event."""
+    instalment.amount_paid += payment.amount
+    fields = ["amount_paid"]
+    if instalment.status == InstalmentStatus.DUE and instalment.amount_paid >= instalment.amount:
+        instalment.status = InstalmentStatus.PAID
+        instalment.paid_at = now
+        fields += ["status", "paid_at"]
+    instalment.save(update_fields=fields)
+    return instalment
+
+
 def next_due_instalment(instalments: Iterable[Instalment]) -> Instalment | None:
     """The instalment to pay next: the first still due, in the plan's order (the deposit
     first), whether or not its date has come."""
@@ -454,7 +469,10 @@ def booking_money_summary(booking: Booking, *, now: datetime | None = None) -> M
             if (i.kind == InstalmentKind.DEPOSIT and held) or (i.due_at and i.due_at <= now)
         )
         overdue = sum(i.outstanding for i in owing if not held and i.is_overdue(now))
-        overpaid = sum(i.overpaid for i in instalments)
+        # Beyond each instalment's amount, and money recorded when nothing was left to pay.
+        overpaid = sum(i.overpaid for i in instalments) + sum(
+            p.amount for p in payments if p.instalment_id is None
+        )
         next_due = next_due_instalment(owing)
     else:
         owing_total = booking.price_amount if live and not booking.on_account else 0
@@ -491,6 +509,7 @@ __all__ = [
     "ScheduledInstalment",
     "amount_to_pay",
     "booking_money_summary",
+    "instalment_apply",
     "instalments_cancel",
     "instalments_confirmed",
     "instalments_create",

@@ -27,7 +27,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import MemberRole, Organisation, User
 from accounts.services import personal_organisation_create
-from bookings import selectors
+from bookings import plans, selectors, transfers
 from bookings.exceptions import (
     BookingError,
     BookingValidationError,
@@ -52,7 +52,7 @@ from bookings.payments import booking_cancel_and_refund, booking_payment_summary
 from bookings.services import Actor, booking_hold, refund_due, refund_tier
 from marketplace.forms import MassUnit
 from marketplace.models import Channel, SlotClass
-from marketplace.money import Currency, Money, format_mass
+from marketplace.money import STRIPE_MAX_CHARGE_MINOR, Currency, Money, format_mass
 from marketplace.selectors import slot_class_for_quote
 
 # One-time form tokens: issued with each booking form, kept in the session, and spent by the
@@ -428,6 +428,7 @@ def booking_detail(request: HttpRequest, reference: str) -> HttpResponse:
         "timeline": _timeline(booking, _user(request), now),
         # Shown by bookings/includes/payment_status.html (the payment flow's panel).
         "payment_summary": booking_payment_summary(booking),
+        **_plan_context(booking, status, now),
         "remaining_seconds": remaining,
         "remaining_clock": hold_clock(remaining),
         "can_cancel": _can_manage(booking) and status in CANCELLABLE,
@@ -436,6 +437,28 @@ def booking_detail(request: HttpRequest, reference: str) -> HttpResponse:
         "day_other": ngettext("%(days)s day", "%(days)s days", 2),
     }
     return render(request, "bookings/booking_detail.html", context)
+
+
+def _plan_context(booking: Booking, status: str, now: datetime) -> dict[str, Any]:
+    """The payment plan's panel (bookings/includes/payment_plan.html) and, where a bank
+    transfer applies (an amount above the card limit), how to pay it. Nothing is read for a
+    booking without a payment reference, unless its price is above the card limit; a plan
+    costs three queries, whatever its number of instalments."""
+    live = status in (BookingStatus.HELD, BookingStatus.CONFIRMED)
+    over_limit = booking.price_amount > STRIPE_MAX_CHARGE_MINOR
+    if not booking.payment_reference and not (over_limit and status == BookingStatus.HELD):
+        return {"money": None}
+    money = plans.booking_money_summary(booking, now=now)
+    next_amount = money.next_due.outstanding if money.next_due else money.outstanding.amount
+    transfer = live and next_amount > STRIPE_MAX_CHARGE_MINOR
+    return {
+        "money": money if money.has_plan else None,
+        "now": now,
+        "can_pay_plan": live and _can_manage(booking),
+        "transfer_amount": Money(next_amount, booking.currency),
+        "bank_details": transfers.bank_details() if transfer else "",
+        "payment_reference": plans.payment_reference_ensure(booking) if transfer else "",
+    }
 
 
 # --- my bookings -------------------------------------------------------------------------

@@ -276,6 +276,17 @@ STRIPE_PAYMENT_GRACE_MAX = timedelta(
 STRIPE_MAX_ATTEMPTS = env.int("STRIPE_MAX_ATTEMPTS", default=8)
 # Attempts still open this long after their last change are asked about (webhook lost).
 STRIPE_RECONCILE_AFTER = timedelta(minutes=env.int("STRIPE_RECONCILE_MINUTES", default=10))
+# Where customers send bank transfers (amounts above the card limit, or by choice), shown on
+# the pay and booking pages with the booking's payment reference. Several lines; the default
+# is an obvious demo account that production must replace.
+MOONSLOT_BANK_DETAILS = env(
+    "MOONSLOT_BANK_DETAILS",
+    default=(
+        "Demo Bank, Tokyo Branch (SWIFT DEMOJPJT)\n"
+        "Ordinary account 0000000\n"
+        "Account holder: Moonslot K.K. (demo)"
+    ),
+)
 
 LOGGING = {
     "version": 1,
