@@ -25,13 +25,19 @@ an exempt class shows no tax line at all.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
+from django.core import checks
+from django.core.mail import EmailMessage
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.template.loader import render_to_string
+from django.utils import timezone, translation
+from django.utils.translation import gettext_lazy as _
 
 from bookings.models import (
     BillingDocument,
@@ -192,8 +198,6 @@ def billing_document_issue(
 ) -> BillingDocument:
     """Number the document of ``kind`` for the instalment, payment or refund ``object_id``
     and freeze its figures. Idempotent: an existing document is returned as it is."""
-    from django.conf import settings
-
     from marketplace.models import TAX_RATE_PERCENT
 
     existing = _existing(kind, object_id)
@@ -239,6 +243,104 @@ def handle_document_issue(message: OutboxMessage) -> None:
 
 
 def billing_document_deliver(*, document_id: int) -> None:
-    """Build the document's PDF if it has none and e-mail it once (see the module's notes)."""
-    # The PDF and the e-mail land in the next step (bookings.billing_pdf).
-    logger.info("billing document %s issued", document_id)
+    """Build the document's PDF if it has none and e-mail it once (see the module's notes).
+    With nobody to e-mail (a reseller without a notification address) it stays unsent."""
+    from bookings.billing_pdf import billing_document_pdf
+    from bookings.notifications import _language, booking_recipients
+
+    document = BillingDocument.objects.select_related(
+        "booking__organisation",
+        "booking__created_by",
+        "booking__slot_class__mission",
+        "instalment",
+        "payment",
+        "refund",
+    ).get(pk=document_id)
+    language = _language(document.booking)
+    if document.pdf is None:
+        pdf = billing_document_pdf(document, language=language)
+        BillingDocument.objects.filter(pk=document.pk, pdf__isnull=True).update(pdf=pdf)
+        document.pdf = pdf
+    recipients = booking_recipients(document.booking)
+    if document.emailed_at is not None or not recipients:
+        return
+    claimed_at = timezone.now()
+    claimed = BillingDocument.objects.filter(pk=document.pk, emailed_at__isnull=True).update(
+        emailed_at=claimed_at
+    )
+    if not claimed:
+        return
+    try:
+        _send(document, recipients, language)
+    except Exception:
+        BillingDocument.objects.filter(pk=document.pk, emailed_at=claimed_at).update(
+            emailed_at=None
+        )
+        raise
+
+
+SUBJECTS = {
+    DocumentKind.INVOICE: _("Invoice %(number)s for booking %(ref)s"),
+    DocumentKind.RECEIPT: _("Receipt %(number)s for booking %(ref)s"),
+    DocumentKind.CREDIT_NOTE: _("Credit note %(number)s for booking %(ref)s"),
+}
+
+
+def _send(document: BillingDocument, recipients: list[str], language: str) -> None:
+    booking = document.booking
+    with translation.override(language):
+        subject = "[Moonslot] " + str(SUBJECTS[DocumentKind(document.kind)]) % {
+            "number": document.number,
+            "ref": booking.reference,
+        }
+        body = render_to_string(
+            "bookings/email/billing_document.txt",
+            {
+                "document": document,
+                "booking": booking,
+                "instalment": document.instalment,
+                "site_url": settings.SITE_URL,
+            },
+        )
+    message = EmailMessage(
+        subject=subject,
+        body=body,
+        to=recipients,
+        headers={"X-Moonslot-Booking": booking.reference, "X-Moonslot-Document": document.number},
+    )
+    message.attach(f"{document.number}.pdf", bytes(document.pdf or b""), "application/pdf")
+    message.send()
+
+
+# --- configuration check ------------------------------------------------------------------
+
+REGISTRATION_NUMBER = re.compile(r"T\d{13}")
+DEMO_REGISTRATION_NUMBER = "T0000000000000"
+
+
+@checks.register()
+def check_seller_registration_number(**kwargs: Any) -> list[checks.CheckMessage]:
+    """The qualified-invoice issuer number printed on every document: T and 13 digits."""
+    number = getattr(settings, "MOONSLOT_SELLER_REGISTRATION_NUMBER", "")
+    if not REGISTRATION_NUMBER.fullmatch(number):
+        return [
+            checks.Error(
+                f"MOONSLOT_SELLER_REGISTRATION_NUMBER is {number!r}: a qualified-invoice "
+                "registration number is T followed by 13 digits.",
+                id="bookings.E101",
+            )
+        ]
+    return []
+
+
+@checks.register(deploy=True)
+def check_seller_registration_number_is_real(**kwargs: Any) -> list[checks.CheckMessage]:
+    if getattr(settings, "MOONSLOT_SELLER_REGISTRATION_NUMBER", "") == DEMO_REGISTRATION_NUMBER:
+        return [
+            checks.Warning(
+                "MOONSLOT_SELLER_REGISTRATION_NUMBER is the demo value: invoices would carry "
+                "no valid registration number.",
+                id="bookings.W101",
+            )
+        ]
+    return []

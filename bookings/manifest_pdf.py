@@ -40,20 +40,26 @@ def font_available() -> bool:
     return font_path().is_file()
 
 
+def add_cjk_font(pdf: FPDF) -> None:
+    """Register the Japanese-capable font as ``FONT`` (also used by the billing documents),
+    or stop with an error naming the package to install."""
+    path = font_path()
+    if not path.is_file():
+        raise ManifestFontMissing(
+            f"The PDF needs the IPA Gothic TrueType font at {path}: install the "
+            f"Debian package {FONT_PACKAGE} (apt-get install {FONT_PACKAGE}), or point "
+            f"MOONSLOT_MANIFEST_FONT at another .ttf with Japanese glyphs."
+        )
+    pdf.add_font(FONT, "", str(path))
+
+
 class _ManifestPDF(FPDF):
     def __init__(self, *, title: str) -> None:
         super().__init__(orientation="landscape", unit="mm", format="A4")
         self.running_title = title
         self.set_margins(10, 12, 10)
         self.set_auto_page_break(auto=True, margin=14)
-        path = font_path()
-        if not path.is_file():
-            raise ManifestFontMissing(
-                f"The manifest PDF needs the IPA Gothic TrueType font at {path}: install the "
-                f"Debian package {FONT_PACKAGE} (apt-get install {FONT_PACKAGE}), or point "
-                f"MOONSLOT_MANIFEST_FONT at another .ttf with Japanese glyphs."
-            )
-        self.add_font(FONT, "", str(path))
+        add_cjk_font(self)
         self.set_font(FONT, size=9)
 
     def footer(self) -> None:

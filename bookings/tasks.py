@@ -116,3 +116,17 @@ from bookings import reaccommodation  # noqa: E402 (registers the offers' outbox
 @shared_task(name="bookings.tasks.offers_default_due", acks_late=True)
 def offers_default_due_task() -> int:
     return reaccommodation.offers_default_due()
+
+
+# --- instalments (bookings.instalment_reminders; billing documents: bookings.billing) ----
+from bookings import instalment_reminders  # noqa: E402 (registers the reminders' handlers)
+
+
+@shared_task(name="bookings.tasks.instalments_remind", acks_late=True)
+def instalments_remind_task() -> int:
+    return instalment_reminders.instalments_remind()
+
+
+@shared_task(name="bookings.tasks.instalments_overdue", acks_late=True)
+def instalments_overdue_task() -> dict[str, int]:
+    return instalment_reminders.instalments_overdue()

@@ -30,4 +30,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("bookings/<slug:reference>/cancel/", views.booking_cancel_view, name="cancel"),
     path("", include("bookings.offer_urls")),  # schedule-change offers and rebooking
     path("", include("bookings.enterprise_urls")),  # completing an enterprise hold
+    path("", include("bookings.document_urls")),  # invoices, receipts, credit notes
 ]

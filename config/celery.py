@@ -72,3 +72,14 @@ app.conf.beat_schedule["default-due-offers"] = {
     "task": "bookings.tasks.offers_default_due",
     "schedule": max(SWEEP, timedelta(seconds=60)),
 }
+
+# Instalments (bookings.instalment_reminders): reminders before the due date, overdue notices,
+# the sales flag after the grace period. Days-scale deadlines: hourly is on time.
+app.conf.beat_schedule["remind-instalments"] = {
+    "task": "bookings.tasks.instalments_remind",
+    "schedule": timedelta(hours=1),
+}
+app.conf.beat_schedule["instalments-overdue"] = {
+    "task": "bookings.tasks.instalments_overdue",
+    "schedule": timedelta(hours=1),
+}

@@ -68,7 +68,8 @@ def test_a_payment_whose_webhook_never_came_is_picked_up(
     assert booking.status == BookingStatus.CONFIRMED
     assert sandbox().intent(str(payment.stripe_payment_intent_id))["status"] == "succeeded"
     assert [m.subject for m in mail.outbox] == [
-        f"[Moonslot] Booking {booking.reference} is confirmed"
+        f"[Moonslot] Booking {booking.reference} is confirmed",
+        f"[Moonslot] Receipt {payment.documents.get().number} for booking {booking.reference}",
     ]
     # Nothing is left open, so the next sweep does nothing.
     assert payments.payments_reconcile(now=later(20)).refreshed == 0
