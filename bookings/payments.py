@@ -35,7 +35,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from bookings import gateways, plans
-from bookings.billing import documents_queue_for_payment
+from bookings.billing import documents_queue_for_payment, documents_queue_for_refund
 from bookings.exceptions import (
     BookingError,
     HoldExpired,
@@ -745,6 +745,8 @@ def handle_payment_refund(message: OutboxMessage) -> None:
             payload={"payment_id": payment.pk, "kind": "refunded", "refund_id": locked.pk},
             dedupe_key=f"payment.notify:refunded:{locked.pk}",
         )
+        # The credit note for the money sent back (bookings.billing), queued with the change.
+        documents_queue_for_refund(locked)
 
 
 def refund_mark_failed(*, refund_id: int, message: str) -> None:
