@@ -43,6 +43,7 @@ from accounts.roles import (
     REVIEW_PAYLOAD,
 )
 from bookings.admin_booking_sections import booking_sections
+from bookings.admin_money_filters import InstalmentPaymentFilter, OverdueFilter
 from bookings.admin_payments import transfer_urls
 from bookings.admin_services import (
     PAYLOAD_REVIEW_TRANSITIONS,
@@ -131,10 +132,6 @@ class ResellerFilter(admin.SimpleListFilter):
         return queryset.filter(
             organisation_id=int(value), organisation__kind=OrganisationKind.RESELLER
         )
-
-
-# TODO(instalments): an "overdue" filter (an instalment past its due date and unpaid) once
-# the payment plan's instalments exist; there is nothing to compare against before then.
 
 
 # --- the hold form (adding a booking) ----------------------------------------------------
@@ -398,6 +395,8 @@ class BookingAdmin(admin.ModelAdmin):
         SlotClassFilter,
         "channel",
         ResellerFilter,
+        OverdueFilter,
+        InstalmentPaymentFilter,
     )
     search_fields = (
         "reference",

@@ -22,7 +22,6 @@ from django.core.paginator import Paginator
 from django.db.models import (
     Case,
     Count,
-    Exists,
     F,
     OuterRef,
     Q,
@@ -148,9 +147,7 @@ def still_owed() -> Combinable:
         .exclude(payment__provider=PaymentProvider.ACCOUNT),
         "payment__booking",
     )
-    return Greatest(
-        F("price_amount") - Coalesce(received, 0) + Coalesce(returned, 0), Value(0)
-    )
+    return Greatest(F("price_amount") - Coalesce(received, 0) + Coalesce(returned, 0), Value(0))
 
 
 @dataclass
@@ -229,7 +226,7 @@ def _capacity_by_class(now: datetime) -> list[MissionLine]:
             held_g=Coalesce(Sum("bookings__mass_g", filter=live_hold), 0),
             sold_units=Coalesce(Sum("bookings__quantity", filter=confirmed), 0),
             held_units=Coalesce(Sum("bookings__quantity", filter=live_hold), 0),
-            waitlist=Coalesce(Subquery(waiting), 0),
+            waitlist_length=Coalesce(Subquery(waiting), 0),
         )
         .order_by("mission__launch_window_start", "mission__code", "sort_order", "pk")
     )
@@ -243,7 +240,7 @@ def _capacity_by_class(now: datetime) -> list[MissionLine]:
                 held_g=slot_class.held_g,
                 sold_units=slot_class.sold_units,
                 held_units=slot_class.held_units,
-                waitlist=slot_class.waitlist,
+                waitlist=slot_class.waitlist_length,
             )
         )
     return list(missions.values())

@@ -96,7 +96,12 @@ def test_money_is_summed_per_currency_from_confirmed_bookings_only(
         Money(2 * 180_000_000 + 20_000_000 + 7_000, "JPY"),
         Money(3 * 1_200_000_00, "USD"),
     ]
-    assert response.context["outstanding"] == [Money(7_000, "JPY"), Money(3 * 1_200_000_00, "USD")]
+    # No payments recorded: every confirmed price is still owed; on account, the invoiced part.
+    assert response.context["outstanding"] == response.context["revenue"]
+    assert response.context["outstanding_on_account"] == [
+        Money(7_000, "JPY"),
+        Money(3 * 1_200_000_00, "USD"),
+    ]
     by_mission = {line.mission.pk: line.revenue for line in response.context["missions"]}
     assert by_mission[other_mission.mission_id] == [Money(20_000_000, "JPY")]
     assert "¥380,007,000" in response.content.decode()
@@ -189,9 +194,10 @@ def test_the_dashboard_costs_the_same_number_of_queries_at_any_volume(
     large = count_queries()
 
     assert small == large
-    # Session, user, permissions (2), capacity, money, expiring (count, list), awaiting
+    # Session, user, permissions (2), capacity (with the waitlist), money (with what is
+    # still owed), overdue instalments, flagged bookings, expiring (count, list), awaiting
     # review (count, list), resellers.
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(13):
         finance_client.get(DASHBOARD)
 
 
