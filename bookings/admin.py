@@ -966,6 +966,7 @@ def _booking_csv_rows(bookings: QuerySet[Booking]) -> Iterator[list[object]]:
 
 # The mission-operations admin lives in modules of its own; importing them registers it.
 from bookings import (  # noqa: E402, F401
+    admin_billing,  # invoices, receipts and credit notes
     admin_offers,
     admin_operations,
     admin_review,  # the operations queue and the screening decisions
