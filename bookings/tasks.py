@@ -130,3 +130,13 @@ def instalments_remind_task() -> int:
 @shared_task(name="bookings.tasks.instalments_overdue", acks_late=True)
 def instalments_overdue_task() -> dict[str, int]:
     return instalment_reminders.instalments_overdue()
+
+
+# --- payload declarations (bookings.review) ------------------------------------------------
+from bookings import review  # noqa: E402 (registers the review's outbox handlers)
+
+
+@shared_task(name="bookings.tasks.declarations_remind", acks_late=True)
+def declarations_remind_task() -> int:
+    """Remind bookings whose payload declaration is incomplete as their cutoff nears."""
+    return review.declarations_remind()

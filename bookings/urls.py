@@ -3,7 +3,7 @@
 
 from django.urls import URLPattern, URLResolver, include, path
 
-from bookings import views, waitlist_views
+from bookings import payload_views, views, waitlist_views
 
 app_name = "bookings"
 
@@ -28,6 +28,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     # A slug keeps stray bytes out of the lookup; references are matched in any case.
     path("bookings/<slug:reference>/", views.booking_detail, name="detail"),
     path("bookings/<slug:reference>/cancel/", views.booking_cancel_view, name="cancel"),
+    path(
+        "bookings/<slug:reference>/payload/",
+        payload_views.payload_declaration,
+        name="payload",
+    ),
     path("", include("bookings.offer_urls")),  # schedule-change offers and rebooking
     path("", include("bookings.enterprise_urls")),  # completing an enterprise hold
     path("", include("bookings.document_urls")),  # invoices, receipts, credit notes

@@ -83,3 +83,10 @@ app.conf.beat_schedule["instalments-overdue"] = {
     "task": "bookings.tasks.instalments_overdue",
     "schedule": timedelta(hours=1),
 }
+
+# Payload declarations still incomplete 30 and 7 days before the booking cutoff get one
+# reminder per threshold (bookings.review). Days-scale: hourly is on time.
+app.conf.beat_schedule["remind-payload-declarations"] = {
+    "task": "bookings.tasks.declarations_remind",
+    "schedule": timedelta(hours=1),
+}
