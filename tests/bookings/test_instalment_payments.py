@@ -9,20 +9,25 @@ from typing import Any
 
 import pytest
 from django.contrib.messages import get_messages
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.roles import SALES
-from bookings import payments, plans, transfers
+from accounts.roles import OPERATIONS, SALES
+from bookings import gateways, payments, plans, transfers
 from bookings.admin_payments import major_to_minor
+from bookings.gateways import IntentSnapshot
 from bookings.models import (
     Booking,
     BookingEvent,
     BookingStatus,
     EventType,
     Instalment,
+    InstalmentStatus,
+    OutboxMessage,
     Payment,
     PaymentProvider,
     PaymentStatus,
@@ -31,13 +36,18 @@ from bookings.models import (
     RefundStatus,
 )
 from bookings.services import Actor
+from marketplace.models import PaymentPlan
 from marketplace.money import STRIPE_MAX_CHARGE_MINOR, Money
 from tests.admin.helpers import admin_client_with_mfa, staff_user
 from tests.bookings.plan_helpers import deck_class, plan_hold
+from tests.factories import SlotClassFactory
 from tests.stripe_fake import (  # noqa: F401 (fixtures)
     VISA,
     _stripe_sandbox_process,
+    event_body,
+    intent_event,
     sandbox,
+    signature_header,
     stripe_sandbox,
 )
 
@@ -65,6 +75,18 @@ def pay_by_card(client: Client, booking: Booking, capture: Any) -> Any:
 
 def rows(booking: Booking) -> list[Instalment]:
     return list(Instalment.objects.filter(booking=booking).order_by("position"))
+
+
+def record(booking: Booking, amount: int, bank_reference: str) -> transfers.TransferOutcome:
+    """A transfer in yen received now, recorded by sales through the service."""
+    return transfers.payment_record_transfer(
+        booking_id=booking.pk,
+        amount=amount,
+        currency="JPY",
+        received_at=timezone.now(),
+        bank_reference=bank_reference,
+        actor=SALES_ACTOR,
+    )
 
 
 def transfer_url(booking: Booking) -> str:
@@ -182,14 +204,7 @@ def test_a_150_million_yen_deposit_is_offered_by_bank_transfer_only(
     assert sandbox().intents() == []
 
     # The transfer of the deposit confirms the booking.
-    outcome = transfers.payment_record_transfer(
-        booking_id=booking.pk,
-        amount=150_000_000,
-        currency="JPY",
-        received_at=timezone.now(),
-        bank_reference=str(booking.payment_reference),
-        actor=SALES_ACTOR,
-    )
+    outcome = record(booking, 150_000_000, str(booking.payment_reference))
     assert outcome.confirmed
     booking.refresh_from_db()
     assert booking.status == BookingStatus.CONFIRMED
@@ -216,8 +231,6 @@ def test_a_second_card_authorisation_for_the_same_instalment_is_given_back() -> 
         currency="JPY",
         idempotency_key="second-tab",
     )
-    from bookings.gateways import IntentSnapshot
-
     intent = IntentSnapshot(
         id="pi_second",
         status="requires_capture",
@@ -228,8 +241,6 @@ def test_a_second_card_authorisation_for_the_same_instalment_is_given_back() -> 
     payments.payment_apply_intent(payment_id=second.pk, intent=intent)
 
     assert Payment.objects.get(pk=second.pk).status == PaymentStatus.AUTHORISED
-    from bookings.models import OutboxMessage
-
     assert OutboxMessage.objects.filter(
         topic="payment.release", payload__payment_id=second.pk
     ).exists()
@@ -264,14 +275,7 @@ def test_a_later_instalment_below_the_card_limit_is_paid_by_card_on_a_confirmed_
 
 def test_an_underpaid_instalment_stays_due_showing_what_is_still_owed() -> None:
     booking = plan_hold(deck_class(price_per_kg=300_000_000))
-    outcome = transfers.payment_record_transfer(
-        booking_id=booking.pk,
-        amount=100_000_000,
-        currency="JPY",
-        received_at=timezone.now(),
-        bank_reference="PART 1",
-        actor=SALES_ACTOR,
-    )
+    outcome = record(booking, 100_000_000, "PART 1")
     assert outcome.still_owed == Money(50_000_000, "JPY")
     assert not outcome.confirmed
     deposit = rows(booking)[0]
@@ -285,14 +289,7 @@ def test_an_underpaid_instalment_stays_due_showing_what_is_still_owed() -> None:
     page = logged_in(booking.created_by).get(reverse("bookings:detail", args=[booking.reference]))
     assert "Underpaid: ¥50,000,000 still owed." in page.content.decode()
 
-    transfers.payment_record_transfer(
-        booking_id=booking.pk,
-        amount=50_000_000,
-        currency="JPY",
-        received_at=timezone.now(),
-        bank_reference="PART 2",
-        actor=SALES_ACTOR,
-    )
+    record(booking, 50_000_000, "PART 2")
     booking.refresh_from_db()
     assert booking.status == BookingStatus.CONFIRMED
 
@@ -337,19 +334,10 @@ def test_a_transfer_for_a_lapsed_hold_is_refused() -> None:
 
 
 def test_a_transfer_pays_a_booking_in_full_without_a_plan_and_confirms_it() -> None:
-    from tests.factories import SlotClassFactory
-
     booking = plan_hold(SlotClassFactory.create())  # ¥450M, no plan, over the card limit
     page = logged_in(booking.created_by).get(reverse("payments:pay", args=[booking.reference]))
     assert plans.payment_reference_for(booking.reference) in page.content.decode()
-    outcome = transfers.payment_record_transfer(
-        booking_id=booking.pk,
-        amount=450_000_000,
-        currency="JPY",
-        received_at=timezone.now(),
-        bank_reference="FULL",
-        actor=SALES_ACTOR,
-    )
+    outcome = record(booking, 450_000_000, "FULL")
     assert outcome.confirmed
     assert outcome.overpaid.amount == 0
     assert outcome.instalment is None
@@ -364,14 +352,7 @@ def test_cancelling_refunds_the_card_through_stripe_and_records_the_transfer_ref
     booking = plan_hold(deck_class(price_per_kg=20_000_000))  # ¥50M; deposit ¥10M by card
     customer = logged_in(booking.created_by)
     pay_by_card(customer, booking, django_capture_on_commit_callbacks)
-    transfers.payment_record_transfer(
-        booking_id=booking.pk,
-        amount=15_000_000,
-        currency="JPY",
-        received_at=timezone.now(),
-        bank_reference="BUILD",
-        actor=SALES_ACTOR,
-    )
+    record(booking, 15_000_000, "BUILD")
     booking.refresh_from_db()
     assert booking.status == BookingStatus.CONFIRMED
 
@@ -434,8 +415,6 @@ def test_the_transfer_page_needs_the_permission_to_record_payments(
     django_assert_max_num_queries,
 ) -> None:
     booking = plan_hold()
-    from accounts.roles import OPERATIONS
-
     ops = admin_client_with_mfa(staff_user(role=OPERATIONS, email="ops-h1@moonslot.example"))
     assert ops.get(transfer_url(booking)).status_code == 403
     sales = admin_client_with_mfa(staff_user(role=SALES, email="sales-h1b@moonslot.example"))
@@ -445,3 +424,49 @@ def test_the_transfer_page_needs_the_permission_to_record_payments(
         page = sales.get(transfer_url(booking))
     assert page.status_code == 200
     assert booking.reference in page.content.decode()
+
+
+def test_replayed_webhooks_and_intent_updates_count_a_card_instalment_once(
+    django_capture_on_commit_callbacks,
+) -> None:
+    booking = plan_hold(deck_class(price_per_kg=20_000_000))
+    pay_by_card(logged_in(booking.created_by), booking, django_capture_on_commit_callbacks)
+    payment = Payment.objects.get(booking=booking)
+    intent = sandbox().intent(str(payment.stripe_payment_intent_id))
+    body = event_body(intent_event(intent, "payment_intent.succeeded", event_id="evt_replayed"))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        for _delivery in range(3):
+            response = Client().post(
+                "/stripe/webhook/",
+                data=body,
+                content_type="application/json",
+                headers={"Stripe-Signature": signature_header(body)},
+            )
+            assert response.status_code == 200
+        payments.payment_apply_intent(
+            payment_id=payment.pk, intent=gateways.intent_retrieve(intent["id"])
+        )
+
+    deposit = rows(booking)[0]
+    assert (deposit.status, deposit.amount_paid) == (InstalmentStatus.PAID, 10_000_000)
+    assert Payment.objects.filter(booking=booking).count() == 1
+    assert not Refund.objects.filter(payment__booking=booking).exists()
+
+
+def test_the_booking_page_of_a_plan_costs_the_same_queries_whatever_its_instalments() -> None:
+    one = plan_hold(deck_class(plan=PaymentPlan.objects.create(name="All", deposit_percent=100)))
+    four = plan_hold()
+    assert (len(rows(one)), len(rows(four))) == (1, 4)
+    counts = []
+    for booking in (one, four):
+        client = logged_in(booking.created_by)
+        url = reverse("bookings:detail", args=[booking.reference])
+        client.get(url)  # warm the session and content types
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(url)
+        assert page.status_code == 200
+        assert "Payment plan" in page.content.decode()
+        counts.append(len(queries.captured_queries))
+    # The plan panel adds its instalments, payments and refunds, once each.
+    assert counts[0] == counts[1] <= 7 + 3 + 2
