@@ -360,3 +360,32 @@ def test_a_malformed_registration_number_fails_the_system_check(settings: Any) -
         call_command("check")
     settings.MOONSLOT_SELLER_REGISTRATION_NUMBER = "T1234567890123"
     call_command("check")
+
+
+# --- concurrency (PostgreSQL) ----------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("require_postgres")
+def test_workers_racing_to_issue_take_distinct_numbers_without_gaps() -> None:
+    from tests.bookings.concurrency_helpers import run_together
+
+    booking = confirmed_booking()
+    rows = [
+        instalment(booking, amount=1_000_000 + i, due_at=timezone.now() + days(30 + i))
+        for i in range(6)
+    ]
+    # Each instalment's invoice is issued by two workers at once (a redelivered row).
+    calls = [
+        (lambda pk=row.pk: billing_document_issue(kind=DocumentKind.INVOICE, object_id=pk).number)
+        for row in rows + rows
+    ]
+    with mock.patch("bookings.outbox.outbox_dispatch"):
+        outcomes = run_together(calls)
+
+    assert [o.error for o in outcomes] == [None] * len(calls)
+    numbers = sorted(BillingDocument.objects.values_list("number", flat=True))
+    assert numbers == [f"INV-{year()}-{n:06d}" for n in range(1, 7)]
+    # Both workers of an instalment answer with the same document.
+    assert [o.value for o in outcomes[:6]] == [o.value for o in outcomes[6:]]
+    assert DocumentSequence.objects.get(kind="invoice").last_number == 6

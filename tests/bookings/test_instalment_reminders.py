@@ -247,3 +247,25 @@ def test_many_instalments_are_swept_in_a_fixed_number_of_queries(
         instalments_overdue(now=due + days(1))
     assert Booking.objects.filter(overdue_since=due).count() == 12
     assert BookingEvent.objects.filter(type=EventType.BOOKING_OVERDUE).count() == 12
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("require_postgres")
+def test_two_beats_at_once_claim_each_reminder_once() -> None:
+    from unittest import mock
+
+    from bookings.models import Instalment, OutboxMessage
+    from tests.bookings.concurrency_helpers import run_together
+
+    slot_class = plan_class(reminder_days=14)
+    due = due_date()
+    for _ in range(20):
+        instalment(confirmed_booking(slot_class), amount=1_000_000, due_at=due)
+    with mock.patch("bookings.outbox.outbox_dispatch"):
+        outcomes = run_together([lambda: instalments_remind(now=due - days(14))] * 3)
+
+    assert [o.error for o in outcomes] == [None] * 3
+    # Rows one beat had locked were skipped by the others: 20 claims in all, not 60.
+    assert sum(o.value or 0 for o in outcomes) == 20
+    assert OutboxMessage.objects.filter(topic="instalment.remind").count() == 20
+    assert not Instalment.objects.filter(reminded_at__isnull=True).exists()
