@@ -186,6 +186,14 @@ class MissionLine:
     revenue: list[Money] = field(default_factory=list)
 
 
+def commission_amount(amount: int, rate_bp: int) -> int:
+    """Commission on ``amount`` (minor units) at ``rate_bp`` basis points: integer arithmetic
+    on the total, rounded toward zero to the minor unit (down for a positive amount; a
+    negative amount, a clawback, is rounded toward zero too)."""
+    commission = abs(amount) * rate_bp // 10_000
+    return commission if amount >= 0 else -commission
+
+
 @dataclass
 class ResellerLine:
     name: str
@@ -197,8 +205,7 @@ class ResellerLine:
 
     @property
     def commission(self) -> Money:
-        # Integer arithmetic on the currency's total, rounded down to the minor unit.
-        return Money(self.revenue.amount * self.commission_bp // 10_000, self.currency)
+        return Money(commission_amount(self.revenue.amount, self.commission_bp), self.currency)
 
     @property
     def commission_percent(self) -> str:
@@ -365,7 +372,7 @@ class AuditFilterForm(forms.Form):
         return cleaned
 
 
-def _day_start(day: date) -> datetime:
+def day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
@@ -373,9 +380,9 @@ def _within_dates(field: str, filters: dict[str, Any]) -> Q:
     """``field`` on or after the first day's start and before the day after the last."""
     condition = Q()
     if filters.get("date_from"):
-        condition &= Q(**{f"{field}__gte": _day_start(filters["date_from"])})
+        condition &= Q(**{f"{field}__gte": day_start(filters["date_from"])})
     if filters.get("date_to"):
-        condition &= Q(**{f"{field}__lt": _day_start(filters["date_to"] + timedelta(days=1))})
+        condition &= Q(**{f"{field}__lt": day_start(filters["date_to"] + timedelta(days=1))})
     return condition
 
 

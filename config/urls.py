@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from bookings import admin_views
+from bookings import admin_statements, admin_views
 from config.health import healthz
 
 api_v1: list[URLPattern | URLResolver] = [
@@ -28,6 +28,11 @@ urlpatterns = [
     ),
     # Sales' enterprise holds and their completion links (bookings.admin_enterprise).
     path("admin/enterprise-holds/", include("bookings.admin_enterprise")),
+    path(
+        "admin/statements/",
+        admin.site.admin_view(admin_statements.statements_view),
+        name="backoffice_statements",
+    ),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
