@@ -79,9 +79,7 @@ def test_names_are_normalised_for_comparison(raw: str, normalised: str) -> None:
         ("", "acme", False),
     ],
 )
-def test_names_match_when_equal_or_contained_as_whole_words(
-    a: str, b: str, matches: bool
-) -> None:
+def test_names_match_when_equal_or_contained_as_whole_words(a: str, b: str, matches: bool) -> None:
     assert party_names_match(a, b) is matches
     assert party_names_match(b, a) is matches
 
@@ -132,7 +130,8 @@ def test_a_match_refuses_the_api_confirm_with_409_and_keeps_the_booking_held(
     assert booking.status == BookingStatus.HELD
     assert booking.screening_status == ScreeningStatus.MATCH
     assert "Embargoed Aerospace" in booking.screening_note
-    assert before is not None and booking.hold_expires_at is not None
+    assert before is not None
+    assert booking.hold_expires_at is not None
     assert booking.hold_expires_at >= timezone.now() + SCREENING_HOLD - timedelta(minutes=1)
     assert booking.hold_expires_at > before
     event = BookingEvent.objects.get(booking=booking, type="booking.screening_review")
@@ -220,21 +219,18 @@ def test_card_payment_with_a_match_stays_authorised_until_sales_clear_it(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     booking = _flagged_web_booking()
+    assert booking.created_by is not None
     client = Client()
     client.force_login(booking.created_by)
     token = sandbox().card_token(VISA)
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
-            reverse("payments:card", args=[booking.reference]), {"token": token}
-        )
+        response = client.post(reverse("payments:card", args=[booking.reference]), {"token": token})
 
     assert response.status_code == 302
     payment = Payment.objects.get(booking=booking)
     assert payment.status == PaymentStatus.AUTHORISED  # not captured, not released
-    assert sandbox().intent(str(payment.stripe_payment_intent_id))["status"] == (
-        "requires_capture"
-    )
+    assert sandbox().intent(str(payment.stripe_payment_intent_id))["status"] == ("requires_capture")
     booking.refresh_from_db()
     assert (booking.status, booking.screening_status) == ("held", ScreeningStatus.MATCH)
     page = client.get(response["Location"])
@@ -256,6 +252,7 @@ def test_card_payment_with_a_match_is_released_when_sales_deny(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     booking = _flagged_web_booking()
+    assert booking.created_by is not None
     client = Client()
     client.force_login(booking.created_by)
     with django_capture_on_commit_callbacks(execute=True):
@@ -281,9 +278,8 @@ def test_confirm_in_a_callers_transaction_keeps_the_match_when_caught(deck: Any)
     held = place_hold(keyed_client(), deck, customer={"organisation": "Embargoed Aerospace"})
     booking = Booking.objects.get(reference=held["reference"])
 
-    with transaction.atomic():
-        with pytest.raises(ScreeningReview):
-            booking_confirm(booking_id=booking.pk, actor=SALES)
+    with transaction.atomic(), pytest.raises(ScreeningReview):
+        booking_confirm(booking_id=booking.pk, actor=SALES)
 
     booking.refresh_from_db()
     assert booking.screening_status == ScreeningStatus.MATCH
