@@ -17,7 +17,16 @@ from typing import Any
 
 from django.db import NotSupportedError
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Func, JSONField, Q, Value, prefetch_related_objects
+from django.db.models import (
+    BooleanField,
+    ExpressionWrapper,
+    F,
+    Func,
+    JSONField,
+    Q,
+    Value,
+    prefetch_related_objects,
+)
 from django.db.models.sql.compiler import SQLCompiler
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
@@ -127,6 +136,7 @@ class InstalmentRow:
 class DocumentRow:
     document: BillingDocument
     url: str | None
+    pdf_url: str | None = None
 
 
 @dataclass
@@ -149,10 +159,18 @@ class ManifestRun:
 
 
 def _documents(request: HttpRequest, booking: Booking) -> list[DocumentRow]:
-    documents = BillingDocument.objects.filter(booking=booking).defer("pdf")
+    documents = (
+        BillingDocument.objects.filter(booking=booking)
+        .defer("pdf")  # the PDF's bytes stay in the database; only whether there is one
+        .annotate(has_pdf=ExpressionWrapper(Q(pdf__isnull=False), output_field=BooleanField()))
+    )
     return [
         DocumentRow(
-            document, admin_url(request, "admin:bookings_billingdocument_change", document.pk)
+            document,
+            url=admin_url(request, "admin:bookings_billingdocument_change", document.pk),
+            pdf_url=admin_url(request, "admin:bookings_billingdocument_pdf", document.pk)
+            if document.has_pdf
+            else None,
         )
         for document in documents.order_by("issued_at", "pk")
     ]

@@ -88,13 +88,23 @@ def test_payments_refunds_instalments_and_documents_are_listed(sales: User) -> N
         status="succeeded",
         actor="staff:finance@moonslot.example",
     )
-    BillingDocument.objects.create(
+    receipt = BillingDocument.objects.create(
         number="RCT-2026-000017",
         kind="receipt",
         booking=booking,
         payment=transfer,
         currency="JPY",
         total_amount=transfer.amount,
+        buyer_name="Selene Robotics",
+        pdf=b"%PDF-1.7 test",
+    )
+    BillingDocument.objects.create(
+        number="RCT-2026-000018",
+        kind="receipt",
+        booking=booking,
+        payment=twice,
+        currency="JPY",
+        total_amount=twice.amount,
         buyer_name="Selene Robotics",
     )
 
@@ -108,6 +118,9 @@ def test_payments_refunds_instalments_and_documents_are_listed(sales: User) -> N
     assert "underpaid: ¥1,000 short" in page
     assert "flag-overdue" in page
     assert "RCT-2026-000017" in page
+    assert f'href="/admin/bookings/billingdocument/{receipt.pk}/change/"' in page
+    assert f'href="/admin/bookings/billingdocument/{receipt.pk}/pdf/"' in page
+    assert "PDF being built" in page  # the second receipt has no PDF yet
     money = response.context["section_money"]
     assert money.paid.amount == deposit.amount - 1_000 + 5_000
     assert money.refunded.amount == 5_000
