@@ -267,6 +267,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 class DeniedPartyForm(forms.ModelForm):
+    # Longer than the column, so "Japan" gets the message below, not a length error.
+    country = forms.CharField(
+        label=_("country (ISO code)"),
+        max_length=20,
+        required=False,
+        help_text=_("Empty: matches the name in any country."),
+    )
+
     class Meta:
         model = DeniedParty
         fields = ("name", "country", "source", "note", "active")
