@@ -18,8 +18,14 @@ def _for_display(organisation: Organisation, now: datetime) -> BookingQuerySet:
     return (
         Booking.objects.for_organisation(organisation)
         .with_live_status(now)
-        .select_related("slot_class__mission", "payload")
+        .select_related("slot_class__mission", "slot_class__payment_plan", "payload")
     )
+
+
+def _with_money(bookings: BookingQuerySet) -> BookingQuerySet:
+    """What each booking's money summary reads (``bookings.plans.booking_money_summary``):
+    its instalments and payments with their refunds, one query each whatever the count."""
+    return bookings.prefetch_related("instalments", "payments__refunds")
 
 
 def booking_list(
@@ -32,7 +38,7 @@ def booking_list(
     """The organisation's bookings, newest first. ``status`` is the live status: ``held``
     means holds still running, ``expired`` includes holds lapsed but not yet swept."""
     now = now or timezone.now()
-    bookings = _for_display(organisation, now)
+    bookings = _with_money(_for_display(organisation, now))
     if status:
         bookings = bookings.with_live_status_in([status], now)
     if mission_code:
@@ -41,16 +47,22 @@ def booking_list(
 
 
 def booking_get(
-    *, organisation: Organisation, reference: str, now: datetime | None = None
+    *,
+    organisation: Organisation,
+    reference: str,
+    now: datetime | None = None,
+    with_money: bool = False,
 ) -> Booking:
     """One of the organisation's bookings by reference, in any case (references are stored
     in capitals). Another organisation's booking is as absent as a missing one: raises
     ``Booking.DoesNotExist`` for both, and for a reference that cannot exist (no query: a
-    NUL character, say, is refused by PostgreSQL itself)."""
+    NUL character, say, is refused by PostgreSQL itself). ``with_money`` also prefetches
+    what its money summary reads, for showing the booking."""
     reference = reference.upper()
     if not (reference.isascii() and reference.isalnum() and len(reference) <= REFERENCE_LENGTH):
         raise Booking.DoesNotExist(f"no booking {reference!r}")
-    return _for_display(organisation, now or timezone.now()).get(reference=reference)
+    bookings = _for_display(organisation, now or timezone.now())
+    return (_with_money(bookings) if with_money else bookings).get(reference=reference)
 
 
 # --- The website: a person sees the bookings of every organisation they belong to -------

@@ -33,7 +33,11 @@ class SlotClassQuerySet(models.QuerySet["SlotClass"]):
         )
 
     def for_catalogue(self, now: datetime) -> SlotClassQuerySet:
-        return self.with_availability(now).select_related("position").prefetch_related("prices")
+        return (
+            self.with_availability(now)
+            .select_related("position", "payment_plan")
+            .prefetch_related("prices", "payment_plan__steps")
+        )
 
 
 class MissionQuerySet(models.QuerySet["Mission"]):

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
@@ -24,18 +27,22 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from bookings import plans
 from bookings.models import (
     Booking,
     BookingEvent,
     BookingStatus,
     ExportClassification,
     HazardType,
+    InstalmentKind,
+    InstalmentStatus,
     PayloadDeclaration,
     ReviewStatus,
 )
 from bookings.validation import HAZARD_REQUIRED_NUMBERS, MAX_INT, CustomerInput, PayloadInput
 from marketplace.api.serializers import BlankAsNullCharField, MoneySerializer, UtcDateTimeField
-from marketplace.models import Channel, Mission
+from marketplace.models import Channel, Milestone, Mission, PaymentPlan
+from marketplace.money import STRIPE_MAX_CHARGE_MINOR, Money
 
 # Unknown field names are echoed back as error paths; keep them short and printable.
 _MAX_ECHOED_NAME = 100
@@ -83,6 +90,23 @@ HazardTypeField = _choice_field(
 )
 ExportClassificationField = _choice_field(
     ExportClassification, "ExportClassificationEnum", "The payload's export control status."
+)
+InstalmentKindField = _choice_field(
+    InstalmentKind,
+    "InstalmentKindEnum",
+    "deposit (paid to confirm the hold), instalment (a later share), or full (a plan of one "
+    "payment). Values may grow.",
+)
+InstalmentStatusField = _choice_field(
+    InstalmentStatus,
+    "InstalmentStatusEnum",
+    "due, paid, or cancelled (the booking ended before it was paid). Values may grow.",
+)
+MilestoneField = _choice_field(
+    Milestone,
+    "MilestoneEnum",
+    "What an instalment waits for: payload_accepted (by review) or payload_integrated (on the "
+    "lander). Values may grow.",
 )
 
 
@@ -464,6 +488,92 @@ class PayloadSerializer(DocumentedSerializer[PayloadDeclaration]):
     review_status = ReviewStatusField()
 
 
+@extend_schema_serializer(component_name="BookingPaymentPlan")
+class BookingPaymentPlanSerializer(DocumentedSerializer[PaymentPlan]):
+    """The plan a booking is paid on: a deposit, then the instalments listed with it."""
+
+    name = serializers.CharField()
+    deposit_percent = serializers.IntegerField(
+        min_value=1, max_value=100, help_text="The deposit's share of the price."
+    )
+
+
+@dataclass(frozen=True)
+class InstalmentView:
+    """One instalment as the API shows it (``booking_money_view``)."""
+
+    position: int
+    kind: str
+    label: str
+    amount: Money
+    due_at: datetime | None
+    milestone: str | None
+    status: str
+    paid: Money
+    overdue: bool
+
+
+@extend_schema_serializer(component_name="Instalment")
+class InstalmentSerializer(DocumentedSerializer[InstalmentView]):
+    """One amount the booking owes, and when. The instalments add up to the price exactly."""
+
+    position = _count("0 is the deposit, then the plan's instalments in order.")
+    kind = InstalmentKindField()
+    # DRF's metaclass takes declared fields off the class, so ``.label`` stays the Field's.
+    label = serializers.CharField()  # type: ignore[assignment]
+    amount = MoneySerializer()
+    due_at = UtcDateTimeField(
+        allow_null=True,
+        help_text="When it falls due; null until known (a milestone not reached yet, or a "
+        "date counted from a confirmation that has not happened). A hold's deposit is due by "
+        "its hold_expires_at.",
+    )
+    milestone = MilestoneField(allow_null=True, help_text="Null unless it waits for one.")
+    status = InstalmentStatusField()
+    paid = MoneySerializer(help_text="Received against it: may fall short or pass the amount.")
+    overdue = serializers.BooleanField(help_text="Past its due date and not fully paid.")
+
+
+@dataclass(frozen=True)
+class BookingMoneyView:
+    payment_plan: PaymentPlan | None
+    instalments: list[InstalmentView]
+    paid: Money
+    due: Money
+    overdue: bool
+    bank_transfer_required: bool
+
+
+def booking_money_view(booking: Booking, *, now: datetime) -> BookingMoneyView:
+    """What the API shows of a booking's money, from ``plans.booking_money_summary``."""
+    summary = plans.booking_money_summary(booking, now=now)
+    # As the summary counts it: a hold's deposit is never overdue (the hold lapses instead),
+    # and an ended booking owes nothing.
+    confirmed = booking.status_at(now) == BookingStatus.CONFIRMED
+    to_pay = plans.amount_to_pay(booking, summary.instalments)
+    return BookingMoneyView(
+        payment_plan=booking.slot_class.payment_plan if summary.has_plan else None,
+        instalments=[
+            InstalmentView(
+                position=i.position,
+                kind=i.kind,
+                label=i.label,
+                amount=i.money,
+                due_at=i.due_at,
+                milestone=i.milestone or None,
+                status=i.status,
+                paid=Money(i.amount_paid, i.currency),
+                overdue=confirmed and i.is_overdue(now),
+            )
+            for i in summary.instalments
+        ],
+        paid=summary.paid,
+        due=summary.due_now,
+        overdue=summary.overdue.amount > 0,
+        bank_transfer_required=summary.outstanding.amount > 0 and to_pay > STRIPE_MAX_CHARGE_MINOR,
+    )
+
+
 class CustomerSerializer(DocumentedSerializer[Booking]):
     name = BlankAsNullCharField(source="customer_name")
     email = BlankAsNullCharField(source="customer_email")
@@ -500,6 +610,46 @@ class BookingSerializer(DocumentedSerializer[Booking]):
     on_account = serializers.BooleanField(
         help_text="Confirmed on the reseller's account (invoiced)."
     )
+    # What is paid and owed (``booking_money_view``, set on the booking by to_representation).
+    payment_plan = BookingPaymentPlanSerializer(
+        source="money_view.payment_plan",
+        allow_null=True,
+        help_text="The deposit-and-instalments plan; null for a booking paid in full.",
+    )
+    instalments = InstalmentSerializer(
+        source="money_view.instalments",
+        many=True,
+        help_text="The deposit first, then the instalments; empty for a booking paid in full.",
+    )
+    paid = MoneySerializer(
+        source="money_view.paid",
+        help_text="Received so far (card payments, recorded bank transfers), before refunds; "
+        "not money confirmed on account.",
+    )
+    due = MoneySerializer(
+        source="money_view.due",
+        help_text="Owed now: a hold's deposit (or its price, if paid in full) and every "
+        "instalment whose date has come, less what they received.",
+    )
+    overdue = serializers.BooleanField(
+        source="money_view.overdue",
+        help_text="An instalment is past its due date and not fully paid.",
+    )
+    payment_reference = BlankAsNullCharField(
+        help_text="Quote this with a bank transfer; null until the booking has one."
+    )
+    bank_transfer_required = serializers.BooleanField(
+        source="money_view.bank_transfer_required",
+        help_text="The next payment is above what one card payment can carry: it is paid by "
+        "bank transfer.",
+    )
+
+    def to_representation(self, instance: Booking) -> dict[str, Any]:
+        instance.money_view = booking_money_view(  # type: ignore[attr-defined]
+            instance, now=timezone.now()
+        )
+        data: dict[str, Any] = super().to_representation(instance)
+        return data
 
     @extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
     def get_hold_expires_at(self, booking: Booking) -> str | None:

@@ -175,12 +175,14 @@ class ResellerApiView(generics.GenericAPIView[Booking]):
         )
 
     def booking_response(self, reference: str, status_code: int = status.HTTP_200_OK) -> Response:
-        booking = self.get_booking(reference)
+        booking = self.get_booking(reference, with_money=True)
         return Response(BookingSerializer(booking).data, status=status_code)
 
-    def get_booking(self, reference: str) -> Booking:
+    def get_booking(self, reference: str, *, with_money: bool = False) -> Booking:
         try:
-            return selectors.booking_get(organisation=self.client.organisation, reference=reference)
+            return selectors.booking_get(
+                organisation=self.client.organisation, reference=reference, with_money=with_money
+            )
         except Booking.DoesNotExist:
             raise exceptions.NotFound(_("No booking has this reference.")) from None
 

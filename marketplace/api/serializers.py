@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.api import choice_filter
@@ -25,11 +26,15 @@ from config.schema import Int64Field
 from marketplace.models import (
     Channel,
     Destination,
+    DueKind,
+    Milestone,
     Mission,
     MissionStatus,
+    PaymentPlan,
     Pricing,
     ScheduleChange,
     SlotClass,
+    TaxTreatment,
 )
 from marketplace.money import Currency
 
@@ -100,6 +105,61 @@ def _count(help_text: str, *, nullable: bool = False) -> serializers.IntegerFiel
 
 _PER_UNIT_ONLY = " Per-unit classes only; null for per-kg classes."
 
+# Written out rather than a component: a nullable $ref cannot be expressed in OpenAPI 3.0
+# without a oneOf, and this object appears only here.
+PAYMENT_PLAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "nullable": True,
+    "description": "How a booking of this class is paid: a deposit (a share of the price, "
+    "due to confirm the hold) and instalments whose shares make 100% with it. Null: paid in "
+    "full when booked.",
+    "properties": {
+        "name": {"type": "string"},
+        "deposit_percent": {"type": "integer", "minimum": 1, "maximum": 100},
+        "instalments": {
+            "type": "array",
+            "description": "After the deposit, in order.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "position": {"type": "integer", "minimum": 0},
+                    "label": {"type": "string"},
+                    "percent": {"type": "integer", "minimum": 1, "maximum": 99},
+                    "falls_due": {
+                        "type": "string",
+                        "enum": list(DueKind.values),
+                        "description": "before_launch: days before the launch window opens; "
+                        "after_booking: days after confirmation; milestone: when the milestone "
+                        "is reached. Values may grow.",
+                    },
+                    "days": {"type": "integer", "minimum": 0, "nullable": True},
+                    "milestone": {
+                        "type": "string",
+                        "enum": [*Milestone.values, None],
+                        "nullable": True,
+                        "description": "The milestone (falls_due milestone only), else null.",
+                    },
+                },
+                "required": ["position", "label", "percent", "falls_due", "days", "milestone"],
+            },
+        },
+    },
+    "required": ["name", "deposit_percent", "instalments"],
+}
+
+
+@extend_schema_field(PAYMENT_PLAN_SCHEMA)
+class PaymentPlanField(serializers.Field):
+    """A slot class's payment plan with its instalments (``payment_plan_data``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("read_only", True)
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: PaymentPlan | None) -> dict[str, Any] | None:
+        return payment_plan_data(value)
+
 
 class SlotClassSerializer(serializers.Serializer[SlotClass]):
     """What is sold on a mission. Mass in grams, lengths in millimetres, power in watts."""
@@ -137,6 +197,12 @@ class SlotClassSerializer(serializers.Serializer[SlotClass]):
     available_units = _count("Units still free." + _PER_UNIT_ONLY, nullable=True)
     min_quantity = _count("Fewest units per booking." + _PER_UNIT_ONLY, nullable=True)
     max_quantity = _count("Most units per booking." + _PER_UNIT_ONLY, nullable=True)
+    payment_plan = PaymentPlanField()
+    tax_treatment = serializers.ChoiceField(
+        choices=TaxTreatment.choices,
+        help_text="Japanese consumption tax on the prices, which include it: standard (10%), "
+        "reduced (8%), zero_rated (exports, 0%) or exempt. Values may grow.",
+    )
 
     def to_representation(self, instance: SlotClass) -> dict[str, Any]:
         return slot_class_data(instance)
@@ -195,6 +261,27 @@ def schedule_change_data(change: ScheduleChange) -> dict[str, Any]:
     }
 
 
+def payment_plan_data(plan: PaymentPlan | None) -> dict[str, Any] | None:
+    """Reads ``plan.steps.all()``: prefetch ``payment_plan__steps`` for lists."""
+    if plan is None:
+        return None
+    return {
+        "name": plan.name,
+        "deposit_percent": plan.deposit_percent,
+        "instalments": [
+            {
+                "position": step.position,
+                "label": step.label,
+                "percent": step.percent,
+                "falls_due": step.due_kind,
+                "days": step.days,
+                "milestone": step.milestone or None,
+            }
+            for step in plan.steps.all()
+        ],
+    }
+
+
 def slot_class_data(slot_class: SlotClass) -> dict[str, Any]:
     return {
         "id": slot_class.pk,
@@ -216,6 +303,8 @@ def slot_class_data(slot_class: SlotClass) -> dict[str, Any]:
         "available_units": slot_class.available_units,
         "min_quantity": slot_class.min_quantity,
         "max_quantity": slot_class.max_quantity,
+        "payment_plan": payment_plan_data(slot_class.payment_plan),
+        "tax_treatment": slot_class.tax_treatment,
     }
 
 

@@ -43,6 +43,14 @@ BOOKING_KEYS = {
     "created_at",
     "channel",
     "on_account",
+    # What is paid and owed (issue 5).
+    "payment_plan",
+    "instalments",
+    "paid",
+    "due",
+    "overdue",
+    "payment_reference",
+    "bank_transfer_required",
 }
 PAYLOAD_KEYS = {
     "name",

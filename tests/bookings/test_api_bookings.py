@@ -828,8 +828,9 @@ def test_list_costs_the_same_queries_for_one_booking_or_a_full_page(django_asser
     filtered = queries_for(large_client, BOOKINGS, page_size=25, status="confirmed")
 
     assert few == many == filtered
-    # key lookup, count, page (bookings joined with class, mission and payload)
-    with django_assert_num_queries(3):
+    # key lookup, count, page (bookings joined with class, plan, mission and payload), their
+    # instalments, their payments (with refunds when there are payments)
+    with django_assert_num_queries(5):
         large_client.get(BOOKINGS, {"page_size": 25})
 
 
@@ -843,7 +844,8 @@ def test_detail_costs_the_same_queries_whatever_the_booking(django_assert_num_qu
     assert queries_for(client, url(DETAIL, plain.reference)) == queries_for(
         client, url(DETAIL, full.reference)
     )
-    with django_assert_num_queries(2):  # key lookup, the booking with its joins
+    # key lookup, the booking with its joins, its instalments, its payments
+    with django_assert_num_queries(4):
         client.get(url(DETAIL, full.reference))
 
 
