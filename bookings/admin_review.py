@@ -20,20 +20,21 @@ from typing import TYPE_CHECKING, Any, cast
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import DateTimeField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from accounts.roles import REVIEW_PAYLOAD
+from accounts.roles import HOLD_BOOKING, REVIEW_PAYLOAD
 from bookings.admin import BookingAdmin
 from bookings.admin_services import payload_review_change
-from bookings.exceptions import BookingError
+from bookings.exceptions import BookingError, BookingValidationError
 from bookings.models import (
     Booking,
     BookingEvent,
@@ -43,9 +44,10 @@ from bookings.models import (
     ReviewStatus,
     ScreeningStatus,
 )
+from bookings.payload_views import PayloadDeclarationForm, declaration_closed_reason, initial_from
 from bookings.review import REVIEW_QUEUE_STATUSES, safety_review_reasons
 from bookings.screening import booking_screening_clear, booking_screening_deny
-from bookings.services import Actor, refund_due
+from bookings.services import Actor, booking_payload_update, refund_due
 from marketplace.models import Mission
 from marketplace.money import Money
 
@@ -223,6 +225,72 @@ class OperationsQueueAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+    # --- the declaration, edited by staff until the cutoff ---------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<int:booking_id>/declare/",
+                self.admin_site.admin_view(self.declare_view),
+                name="bookings_payloaddeclaration_declare",
+            ),
+            *super().get_urls(),
+        ]
+
+    def declare_view(self, request: HttpRequest, booking_id: int) -> HttpResponse:
+        """Complete or correct a booking's declaration for the customer (sales, who hold
+        for enterprise customers, and operations), until the cutoff, through the service
+        the site and the API use."""
+        user = request.user
+        if not (user.has_perm(HOLD_BOOKING) or user.has_perm(REVIEW_PAYLOAD)):
+            raise PermissionDenied
+        booking = (
+            Booking.objects.select_related("slot_class__mission", "organisation", "payload")
+            .filter(pk=booking_id)
+            .first()
+        )
+        if booking is None or not hasattr(booking, "payload"):
+            raise Http404(_("No such booking."))
+        now = timezone.now()
+        closed = declaration_closed_reason(booking, now=now)
+        kwargs: dict[str, Any] = {"slot_class": booking.slot_class, "booked_mass_g": booking.mass_g}
+        change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
+        if request.method == "POST" and not closed:
+            form = PayloadDeclarationForm(request.POST, **kwargs)
+            if form.is_valid():
+                try:
+                    booking_payload_update(
+                        booking_id=booking.pk,
+                        payload=form.payload_input(),
+                        actor=_actor(request),
+                        now=now,
+                    )
+                except BookingValidationError as exc:
+                    form.add_service_errors(exc.fields)
+                except BookingError as exc:
+                    messages.error(request, exc.message)
+                    return HttpResponseRedirect(change_url)
+                else:
+                    self.log_change(
+                        request, booking.payload, "Declaration changed for the customer."
+                    )
+                    messages.success(request, _("The payload declaration is saved."))
+                    return HttpResponseRedirect(change_url)
+        else:
+            if request.method == "POST":
+                raise PermissionDenied
+            form = PayloadDeclarationForm(initial=initial_from(booking.payload), **kwargs)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Payload declaration of %(ref)s") % {"ref": booking.reference},
+            "opts": self.opts,
+            "booking": booking,
+            "declaration": booking.payload,
+            "form": form,
+            "closed": closed,
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/bookings/declare.html", context)
 
     # --- columns ------------------------------------------------------------------------
     @admin.display(description=_("booking"), ordering="booking__reference")

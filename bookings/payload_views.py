@@ -225,8 +225,10 @@ def _booking_or_404(request: HttpRequest, reference: str) -> Booking:
         raise Http404(_("No booking has that reference.")) from None
 
 
-def read_only_reason(booking: Booking, *, now: Any) -> str:
-    """Why the declaration cannot be changed here, or "" if it can."""
+def declaration_closed_reason(booking: Booking, *, now: Any) -> str:
+    """Why nobody can change the declaration any more (site and admin), or "" if it can
+    still change: the booking ended, or the cutoff passed (``booking_payload_update``
+    refuses the same)."""
     status = booking.status_at(now)
     if status not in EDITABLE_STATUSES:
         return _("This booking is %(status)s: its payload declaration can no longer change.") % {
@@ -237,6 +239,14 @@ def read_only_reason(booking: Booking, *, now: Any) -> str:
             "The booking cutoff has passed: the declaration can no longer change here. Contact "
             "our operations team if something about your payload has changed."
         )
+    return ""
+
+
+def read_only_reason(booking: Booking, *, now: Any) -> str:
+    """Why this member cannot change the declaration here, or "" if they can."""
+    closed = declaration_closed_reason(booking, now=now)
+    if closed:
+        return closed
     if getattr(booking, "member_role", None) not in (MemberRole.OWNER, MemberRole.BOOKER):
         return _("Only an owner or booker of the organisation can change the declaration.")
     return ""

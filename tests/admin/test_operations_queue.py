@@ -239,3 +239,59 @@ def test_sales_keep_the_denied_party_list_with_checked_countries(sales_client: C
     entry = DeniedParty.objects.get()
     assert entry.country == "JP"
     assert "acme orbital" in sales_client.get(DENIED).content.decode()
+
+
+# --- the declaration, completed by staff -------------------------------------------------
+
+
+def declare_url(booking: Booking) -> str:
+    return f"{QUEUE}{booking.pk}/declare/"
+
+
+def declare_data(**overrides: str) -> dict[str, str]:
+    data = {
+        "name": "Camera",
+        "mass": "900",
+        "dimensions_0": "100",
+        "dimensions_1": "100",
+        "dimensions_2": "100",
+        "power_w": "5",
+        "export_classification": "EAR99",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_sales_complete_a_declaration_in_the_admin_within_the_limits(
+    deck: SlotClass, sales_client: Client
+) -> None:
+    booking = hold(deck, "EAR99", confirm=False)
+    change_page = sales_client.get(f"{BOOKINGS}{booking.pk}/change/").content.decode()
+    assert declare_url(booking) in change_page
+
+    refused = sales_client.post(declare_url(booking), declare_data(power_w="45"))
+    saved = sales_client.post(declare_url(booking), declare_data(power_w="7"))
+
+    assert refused.status_code == 200
+    assert "45 W exceeds the class&#x27;s maximum power of 20 W." in refused.content.decode()
+    assert saved.status_code == 302
+    assert declaration(booking).power_w == 7
+
+
+def test_after_the_cutoff_the_admin_declaration_is_closed(
+    deck: SlotClass, ops_client: Client
+) -> None:
+    booking = hold(deck)
+    deck.mission.booking_cutoff = deck.mission.launch_window_start - timedelta(days=500)
+    deck.mission.save(update_fields=["booking_cutoff"])
+
+    shown = ops_client.get(declare_url(booking))
+
+    assert "The booking cutoff has passed" in shown.content.decode()
+    assert ops_client.post(declare_url(booking), declare_data()).status_code == 403
+    assert declaration(booking).export_classification == "ITAR"
+
+
+def test_finance_cannot_open_the_declaration(deck: SlotClass, finance: User) -> None:
+    booking = hold(deck)
+    assert admin_client_with_mfa(finance).get(declare_url(booking)).status_code == 403
