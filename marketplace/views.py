@@ -6,15 +6,20 @@ history) comes from a fixed number of queries however many missions and classes 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from marketplace import selectors
+from marketplace.cache import cache_seconds, catalogue_cached
 from marketplace.forms import MassUnit, QuoteForm
 from marketplace.models import Mission, MissionStatus, SlotClass
 from marketplace.money import Currency
@@ -33,13 +38,44 @@ class ClassPanel:
     submitted: bool
 
 
+def preferred_currency(language: str) -> str:
+    """The currency a visitor reading ``language`` is offered first (yen in Japanese)."""
+    return Currency.JPY if language.startswith("ja") else Currency.USD
+
+
 def mission_list(request: HttpRequest) -> HttpResponse:
-    missions = list(selectors.mission_list(now=timezone.now()))
+    # A queryset, not a list: the template evaluates it only if its cached fragment is stale.
+    missions = selectors.mission_list(now=timezone.now())
     return render(request, "marketplace/mission_list.html", {"missions": missions})
+
+
+_DETAIL_KEYS = ("mission", "panels", "schedule_changes", "bookable", "quotable", "quote_error")
 
 
 def mission_detail(request: HttpRequest, code: str) -> HttpResponse:
     now = timezone.now()
+    if cache_seconds() > 0 and "slot_class" not in request.GET:
+        # Nothing visitor-specific (no quote asked for): the page's fragments may come from
+        # the catalogue cache, so its context is built only if one of them is stale. Whether
+        # the mission exists is cached too (a 404 must not wait for the template).
+        exists = catalogue_cached(
+            "mission-exists", (code,), lambda: Mission.objects.filter(code=code).exists()
+        )
+        if not exists:
+            raise Http404(_("No mission has that code."))
+        built = functools.cache(lambda: _detail_context(request, code, now))
+        lazy = {key: SimpleLazyObject(functools.partial(_item, built, key)) for key in _DETAIL_KEYS}
+        context: dict[str, object] = {"mission_code": code, **lazy}
+    else:
+        context = {"mission_code": code, **_detail_context(request, code, now)}
+    return render(request, "marketplace/mission_detail.html", context)
+
+
+def _item(built: Callable[[], dict[str, object]], key: str) -> object:
+    return built()[key]
+
+
+def _detail_context(request: HttpRequest, code: str, now: datetime) -> dict[str, object]:
     try:
         mission = selectors.mission_detail(code=code, now=now)
     except Mission.DoesNotExist:
@@ -65,7 +101,7 @@ def mission_detail(request: HttpRequest, code: str) -> HttpResponse:
             form.is_valid()
         panels.append(ClassPanel(slot_class=slot_class, form=form, submitted=submitted))
 
-    context = {
+    return {
         "mission": mission,
         "panels": panels,
         "schedule_changes": list(mission.schedule_changes.all()),
@@ -73,12 +109,11 @@ def mission_detail(request: HttpRequest, code: str) -> HttpResponse:
         "quotable": quotable,
         "quote_error": quote_error,
     }
-    return render(request, "marketplace/mission_detail.html", context)
 
 
 def _initial_quote(slot_class: SlotClass) -> dict[str, object]:
     offered = [price.currency for price in slot_class.prices.all()]
-    preferred = Currency.JPY if (get_language() or "").startswith("ja") else Currency.USD
+    preferred = preferred_currency(get_language() or "")
     currency = preferred if preferred in offered else (offered[0] if offered else None)
     unit = MassUnit.KG if slot_class.min_mass_g >= 1000 else MassUnit.G
     return {"slot_class": slot_class.pk, "currency": currency, "unit": unit}

@@ -254,6 +254,10 @@ MOONSLOT_DISABLE_OUTBOX_LEASE_RENEWAL = False
 MOONSLOT_WEBHOOKS_ALLOW_LOCAL = False
 # Test-only: turn the capacity row lock off to show the race it prevents. Never in production.
 MOONSLOT_DISABLE_CAPACITY_LOCK = False
+# The catalogue (API mission endpoints, mission pages) is cached per catalogue version, which
+# every change bumps at commit; entries live at most this long, because a lapsed hold frees
+# capacity without a write (marketplace/cache.py). 0 turns the cache off.
+MOONSLOT_CATALOGUE_CACHE_SECONDS = env.int("MOONSLOT_CATALOGUE_CACHE_SECONDS", default=5)
 # The contract terms an enterprise hold's customer accepts (bookings.enterprise), unless sales
 # pick another version; its text is templates/bookings/contract_<version>.html if present.
 MOONSLOT_CONTRACT_VERSION = env("MOONSLOT_CONTRACT_VERSION", default="2026-1")

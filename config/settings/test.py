@@ -10,6 +10,10 @@ EMAIL_FILE_PATH = env("EMAIL_FILE_PATH", default="/tmp/moonslot-mail")  # noqa: 
 # start a real worker switch this off for themselves (and for the worker they start).
 CELERY_TASK_ALWAYS_EAGER = env.bool("MOONSLOT_CELERY_EAGER", default=True)
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Tests move clocks and write inside transactions that never commit (so the catalogue's
+# version never moves on): the catalogue cache is off unless a test turns it on
+# (tests/marketplace/test_catalogue_cache.py).
+MOONSLOT_CATALOGUE_CACHE_SECONDS = 0
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

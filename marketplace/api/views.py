@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
@@ -18,13 +19,34 @@ from rest_framework.permissions import AllowAny
 from config.api import validated_query
 from config.schema import error_responses
 from marketplace.api.serializers import MissionListQuerySerializer, MissionSerializer
+from marketplace.cache import catalogue_cached
 from marketplace.models import Mission
 from marketplace.selectors import mission_detail, mission_list
 
 _CODE_MAX_LENGTH = Mission._meta.get_field("code").max_length or 0
 
 
-class MissionListView(generics.ListAPIView[Mission]):
+class CatalogueCachedMixin:
+    """The body of a successful answer comes from the catalogue cache (``marketplace.cache``),
+    keyed by the full URL (pagination links name the host); errors are never cached. Runs
+    after DRF's authentication, throttles and content negotiation, like any handler."""
+
+    def cached_json(self, request: Any, name: str, build: Any) -> HttpResponse:
+        renderer = request.accepted_renderer
+
+        def render() -> bytes:
+            data = build().data
+            body: bytes = renderer.render(data, request.accepted_media_type, {"request": request})
+            return body
+
+        body = catalogue_cached(name, (request.build_absolute_uri(),), render)
+        content_type = renderer.media_type
+        if renderer.charset:
+            content_type += f"; charset={renderer.charset}"
+        return HttpResponse(body, content_type=content_type)
+
+
+class MissionListView(CatalogueCachedMixin, generics.ListAPIView[Mission]):
     permission_classes = [AllowAny]
     serializer_class = MissionSerializer
     # The one filter is validated by MissionListQuerySerializer, which also documents it.
@@ -41,14 +63,16 @@ class MissionListView(generics.ListAPIView[Mission]):
         },
     )
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self.list(request, *args, **kwargs)
+        return self.cached_json(
+            request, "api-missions", lambda: self.list(request, *args, **kwargs)
+        )
 
     def get_queryset(self) -> QuerySet[Mission]:
         query = validated_query(MissionListQuerySerializer, self.request)
         return mission_list(status=query.get("status"))
 
 
-class MissionDetailView(generics.RetrieveAPIView[Mission]):
+class MissionDetailView(CatalogueCachedMixin, generics.RetrieveAPIView[Mission]):
     permission_classes = [AllowAny]
     serializer_class = MissionSerializer
     filter_backends: list[Any] = []
@@ -68,7 +92,9 @@ class MissionDetailView(generics.RetrieveAPIView[Mission]):
         },
     )
     def get(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self.retrieve(request, *args, **kwargs)
+        return self.cached_json(
+            request, "api-mission", lambda: self.retrieve(request, *args, **kwargs)
+        )
 
     def get_object(self) -> Mission:
         code: str = self.kwargs["code"]

@@ -1,0 +1,114 @@
+"""A short-lived cache of the public catalogue (the API's mission endpoints and the rendered
+mission pages), keyed by a catalogue version.
+
+The version is one integer in Django's cache (Redis in production). Every change to what the
+catalogue shows moves it on when its transaction commits: a save or delete of any catalogue
+model (missions, slot classes, prices, schedule changes, landers, payment plans…), and so
+every booking transition that changes a class's counters, since those save the class row
+(``taken_g``/``taken_units``). Entries are written under the version current when they were
+built, so a commit makes every older entry unreachable at once: one ``INCR`` per change, no
+key scanning.
+
+A hold past its expiry frees capacity without any write (the catalogue counts it free from
+the clock), so nothing bumps the version then; entries therefore live at most
+``MOONSLOT_CATALOGUE_CACHE_SECONDS`` (0 turns the cache off). That is the only staleness, and
+it can only hide capacity, never promise capacity that is gone: taking capacity always
+commits a counter save, which bumps the version. Holds never read this cache; they check
+capacity under the class's row lock.
+
+The cache fails open: if it cannot be read or written, the catalogue is built from the
+database as if nothing were cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.apps import apps
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+logger = logging.getLogger(__name__)
+
+VERSION_KEY = "catalogue:version"
+T = TypeVar("T")
+
+
+def cache_seconds() -> int:
+    return int(getattr(settings, "MOONSLOT_CATALOGUE_CACHE_SECONDS", 0))
+
+
+def _fresh_version() -> int:
+    # From the clock (in microseconds) rather than 1: if the key is ever evicted while
+    # entries survive, a restarted count can never land on a number they were written under.
+    return time.time_ns() // 1000
+
+
+def catalogue_version() -> int:
+    """The current version, started if the cache has none."""
+    version = cache.get(VERSION_KEY)
+    if version is None:
+        cache.add(VERSION_KEY, _fresh_version(), timeout=None)
+        version = cache.get(VERSION_KEY)
+    return int(version or 0)
+
+
+def _bump() -> None:
+    try:
+        cache.incr(VERSION_KEY)
+    except ValueError:  # no version yet (or evicted): any new number will do
+        cache.set(VERSION_KEY, _fresh_version(), timeout=None)
+
+
+def catalogue_changed() -> None:
+    """Call inside the transaction that changes what the catalogue shows; the version moves
+    on once it commits (not before: a reader in between would cache the old state under the
+    new number). A failing cache is logged, never raised into the committed request."""
+    transaction.on_commit(_bump, robust=True)
+
+
+def catalogue_key(name: str, parts: tuple[str, ...], *, version: int) -> str:
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+    return f"catalogue:{version}:{name}:{digest}"
+
+
+def catalogue_cached(name: str, parts: tuple[str, ...], build: Callable[[], T]) -> T:
+    """``build()``'s value for ``name`` and ``parts`` (language, currency, URL… whatever the
+    value depends on) at the current catalogue version, built at most once per version and
+    per ``MOONSLOT_CATALOGUE_CACHE_SECONDS``."""
+    seconds = cache_seconds()
+    if seconds <= 0:
+        return build()
+    try:
+        key = catalogue_key(name, parts, version=catalogue_version())
+        hit: Any = cache.get(key)
+    except Exception:
+        logger.warning("catalogue cache unavailable; building from the database", exc_info=True)
+        return build()
+    if hit is not None:
+        return hit
+    value = build()
+    try:
+        cache.set(key, value, seconds)
+    except Exception:
+        logger.warning("catalogue cache unavailable; not storing", exc_info=True)
+    return value
+
+
+def _model_changed(sender: type, **kwargs: Any) -> None:
+    catalogue_changed()
+
+
+def connect_signals() -> None:
+    """Bump the version on every save and delete of a catalogue model (from
+    ``MarketplaceConfig.ready``)."""
+    for model in apps.get_app_config("marketplace").get_models():
+        uid = f"catalogue-cache:{model._meta.label}"
+        post_save.connect(_model_changed, sender=model, dispatch_uid=uid + ":save")
+        post_delete.connect(_model_changed, sender=model, dispatch_uid=uid + ":delete")
