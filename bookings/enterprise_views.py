@@ -29,7 +29,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Membership, User
-from bookings import enterprise, plans
+from bookings import enterprise, plans, transfers
 from bookings.exceptions import BookingError, HoldExpired, InvalidTransition
 from bookings.models import Booking, BookingStatus
 from marketplace.models import Milestone
@@ -163,6 +163,7 @@ def _render(request: HttpRequest, booking: Booking, form: ContractAcceptForm) ->
         "payment_plan": booking.slot_class.payment_plan if summary.has_plan else None,
         "to_pay": Money(to_pay, booking.currency),
         "card_possible": 0 < to_pay <= STRIPE_MAX_CHARGE_MINOR,
+        "bank_details": transfers.bank_details(),
         "organisation_label": booking.organisation.name,
         "contract_template": enterprise.contract_template(booking.contract_version),
         "form": form,

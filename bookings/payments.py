@@ -109,6 +109,12 @@ def card_payment_refusal(booking: Booking, amount: int | None = None) -> str | N
     a payment plan, the price by default) of this booking, for the customer; None if it can.
     Above Stripe's per-charge limit the answer is a bank transfer (``bookings.transfers``)."""
     amount = booking.price_amount if amount is None else amount
+    if booking.completion_token and booking.contract_accepted_at is None:
+        # An enterprise hold (bookings.enterprise) could not be confirmed by the payment.
+        return _(
+            "Accept the contract terms first, through the link our sales team sent you; "
+            "the deposit is paid after that."
+        )
     if amount > STRIPE_MAX_CHARGE_MINOR:
         return _(
             "This amount is above what a single card payment can carry, so it is paid by "

@@ -467,6 +467,39 @@ def test_the_invited_customer_signs_in_joins_as_booker_and_goes_to_pay(
     assert 'data-next-step="pay"' in client.get(url).content.decode()
 
 
+def test_the_pay_page_refuses_a_card_before_the_contract_is_accepted(
+    company: Organisation, deck: SlotClass
+) -> None:
+    booking = place(company, deck)
+    client, user = signed_in("owner@lunar-labs.example")
+    Membership.objects.create(user=user, organisation=company, role=MemberRole.OWNER)
+    page = client.get(f"/bookings/{booking.reference}/pay/").content.decode()
+    assert "Accept the contract terms first" in page
+    assert 'id="card-form"' not in page
+
+    enterprise_contract_accept(
+        booking_id=booking.pk,
+        token=str(booking.completion_token),
+        signer_name="Aiko Tanaka",
+        signer_email=CUSTOMER_EMAIL,
+        contract_version="2026-1",
+    )
+    page = client.get(f"/bookings/{booking.reference}/pay/").content.decode()
+    assert "Accept the contract terms first" not in page
+    assert 'id="card-form"' in page  # the ¥90,000,000 deposit fits on one card payment
+
+
+def test_the_accepted_page_shows_how_to_pay_by_transfer(
+    company: Organisation, deck: SlotClass, settings: Any
+) -> None:
+    settings.MOONSLOT_BANK_DETAILS = "Moonslot Bank\\nAccount 1234567"
+    booking = accepted(company, deck)
+    page = Client().get(complete_url(str(booking.completion_token))).content.decode()
+    assert str(booking.payment_reference) in page
+    assert "Account 1234567" in page
+    assert "90,000,000" in page
+
+
 def test_another_address_cannot_join_through_the_link(
     company: Organisation, deck: SlotClass
 ) -> None:
