@@ -26,18 +26,17 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods
 
-from accounts.models import MemberRole, User
-from bookings import selectors
+from accounts.models import MemberRole
 from bookings.exceptions import BookingError, BookingValidationError
 from bookings.forms import HAZARD_FIELDS, DimensionsField, _whole_number
 from bookings.models import (
-    REFERENCE_LENGTH,
     Booking,
     BookingStatus,
     ExportClassification,
     HazardType,
     PayloadDeclaration,
 )
+from bookings.payment_views import _booking_or_404  # the member's booking, or 404
 from bookings.review import payload_data_complete
 from bookings.services import Actor, booking_payload_update
 from bookings.validation import MAX_INT, PayloadInput, check_payload
@@ -213,16 +212,6 @@ def initial_from(declaration: PayloadDeclaration) -> dict[str, Any]:
         if kind == HazardType.RADIOACTIVE_SOURCE:
             initial["radioactive"] = True
     return initial
-
-
-def _booking_or_404(request: HttpRequest, reference: str) -> Booking:
-    user = request.user
-    if not isinstance(user, User) or len(reference) != REFERENCE_LENGTH:
-        raise Http404(_("No booking has that reference."))
-    try:
-        return selectors.booking_get_for_member(user=user, reference=reference)
-    except Booking.DoesNotExist:
-        raise Http404(_("No booking has that reference.")) from None
 
 
 def declaration_closed_reason(booking: Booking, *, now: Any) -> str:

@@ -146,6 +146,22 @@ def _requested_on_account(booking: Booking) -> bool:
     return bool(data and data.get("on_account"))
 
 
+def _record_decision(
+    booking: Booking, decision: str, *, actor: Actor, note: str, now: datetime
+) -> None:
+    """Sales' decision on a matched booking (locked): its status, the note, the event."""
+    booking.screening_status = decision
+    booking.screening_note = "\n".join(filter(None, [booking.screening_note, note]))
+    booking.save(update_fields=["screening_status", "screening_note", "updated_at"])
+    event_type = {
+        ScreeningStatus.CLEARED: SCREENING_CLEARED_EVENT,
+        ScreeningStatus.DENIED: SCREENING_DENIED_EVENT,
+    }[ScreeningStatus(decision)]
+    _event(
+        booking, type=event_type, actor=actor, reason=note, data={"screening": decision}, now=now
+    )
+
+
 def _not_matched(booking: Booking, to_status: str) -> InvalidTransition:
     return InvalidTransition(
         from_status=booking.screening_status,
@@ -173,17 +189,7 @@ def booking_screening_clear(
     with transaction.atomic():
         booking = booking_qs_for_update().get(pk=booking_id)
         if booking.screening_status == ScreeningStatus.MATCH:
-            booking.screening_status = ScreeningStatus.CLEARED
-            booking.screening_note = "\n".join(filter(None, [booking.screening_note, note]))
-            booking.save(update_fields=["screening_status", "screening_note", "updated_at"])
-            _event(
-                booking,
-                type=SCREENING_CLEARED_EVENT,
-                actor=actor,
-                reason=note,
-                data={"screening": ScreeningStatus.CLEARED},
-                now=now,
-            )
+            _record_decision(booking, ScreeningStatus.CLEARED, actor=actor, note=note, now=now)
         elif booking.screening_status != ScreeningStatus.CLEARED:
             raise _not_matched(booking, ScreeningStatus.CLEARED)
     card = list(
@@ -244,17 +250,7 @@ def booking_screening_deny(
             return booking
         if booking.screening_status != ScreeningStatus.MATCH:
             raise _not_matched(booking, ScreeningStatus.DENIED)
-        booking.screening_status = ScreeningStatus.DENIED
-        booking.screening_note = "\n".join(filter(None, [booking.screening_note, note]))
-        booking.save(update_fields=["screening_status", "screening_note", "updated_at"])
-        _event(
-            booking,
-            type=SCREENING_DENIED_EVENT,
-            actor=actor,
-            reason=note,
-            data={"screening": ScreeningStatus.DENIED},
-            now=now,
-        )
+        _record_decision(booking, ScreeningStatus.DENIED, actor=actor, note=note, now=now)
         booking = booking_cancel(
             booking_id=booking.pk,
             actor=actor,
