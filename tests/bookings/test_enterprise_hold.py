@@ -152,6 +152,10 @@ def test_sales_place_a_14_day_hold_and_the_customer_is_emailed_the_link(
     page = sales_client.get(detail_url(booking))
     assert page.status_code == 200
     assert complete_url(booking.completion_token) in page.content.decode()
+    # Sales find both pages from the bookings admin.
+    change = sales_client.get(f"/admin/bookings/booking/{booking.pk}/change/").content.decode()
+    assert f'href="{detail_url(booking)}"' in change
+    assert f'href="{NEW}"' in sales_client.get("/admin/bookings/booking/").content.decode()
 
 
 def test_the_form_defaults_to_the_configured_contract_version(
