@@ -335,6 +335,10 @@ def _event_label(event_type: str) -> str:
         "payment.released": _("Card authorisation released"),
         "payment.refund_requested": _("Refund requested"),
         "payment.refunded": _("Refunded"),
+        # An enterprise hold's completion link (bookings.enterprise).
+        "booking.completion_link_sent": _("Completion link sent"),
+        "booking.contract_accepted": _("Contract terms accepted"),
+        "booking.customer_joined": _("Joined the organisation through the completion link"),
     }
     return other.get(event_type, event_type)
 

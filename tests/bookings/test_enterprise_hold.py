@@ -469,6 +469,9 @@ def test_the_invited_customer_signs_in_joins_as_booker_and_goes_to_pay(
     assert client.post(url + "join/").status_code == 302  # again: nothing new
     assert Membership.objects.filter(user=user).count() == 1
     assert 'data-next-step="pay"' in client.get(url).content.decode()
+    history = client.get(f"/bookings/{booking.reference}/").content.decode()
+    assert "Contract terms accepted" in history
+    assert "booking.contract_accepted" not in history
 
 
 def test_the_pay_page_refuses_a_card_before_the_contract_is_accepted(
