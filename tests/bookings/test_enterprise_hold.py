@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from bookings.services import Actor, booking_cancel, booking_confirm
 from bookings.validation import CustomerInput
 from marketplace.models import SlotClass
 from tests.admin.helpers import admin_client_with_mfa, staff_user
+from tests.bookings.concurrency_helpers import run_together
 from tests.bookings.plan_helpers import DECK_MASS_G, deck_class
 from tests.factories import OrganisationFactory, UserFactory
 
@@ -541,3 +543,35 @@ def test_the_link_email_names_the_booking_and_the_deadline(
     assert booking.reference in message.body
     assert booking.hold_expires_at is not None
     assert f"{booking.hold_expires_at:%Y-%m-%d %H:%M}" in message.body
+
+
+# --- a double submit, for real: threads on PostgreSQL -------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.usefixtures("require_postgres")
+def test_simultaneous_acceptances_record_one_signer_once() -> None:
+    company = OrganisationFactory.create(kind=OrganisationKind.CUSTOMER)
+    booking = place(company, deck_class())
+    token = str(booking.completion_token)
+
+    def accept(index: int) -> Booking:
+        return enterprise_contract_accept(
+            booking_id=booking.pk,
+            token=token,
+            signer_name=f"Signer {index}",
+            signer_email=f"signer{index}@lunar-labs.example",
+            contract_version="2026-1",
+        )
+
+    outcomes = run_together([partial(accept, index) for index in range(8)])
+
+    assert [o.error for o in outcomes] == [None] * 8
+    booking.refresh_from_db()
+    (event,) = BookingEvent.objects.filter(booking=booking, type=CONTRACT_ACCEPTED)
+    # Every caller saw the one acceptance that won, whoever they were.
+    assert {o.value.contract_signer_name for o in outcomes if o.value} == {
+        booking.contract_signer_name
+    }
+    assert booking.contract_signer_name in event.reason
