@@ -1,8 +1,11 @@
-"""Start a real Celery worker (and beat) for integration tests, sharing the test database."""
+"""Start a real Celery worker (and beat) for integration tests, sharing the test database,
+and a private redis-server for them to use as their broker."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -12,9 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+import redis
 from django.db import connection
 
 from config.celery import app as celery_app
+from tests.conftest import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -51,7 +57,7 @@ def running_worker(
     mail_dir.mkdir()
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
         "DATABASE_URL": database_url_of_test_db(),
         "REDIS_URL": broker_url,
         "MOONSLOT_CELERY_EAGER": "false",
@@ -107,3 +113,68 @@ def forget_celery_connections() -> None:
 
 def mail_files(mail_dir: Path) -> list[str]:
     return [p.read_text(errors="replace") for p in sorted(mail_dir.glob("*.log"))]
+
+
+def mails_with(mail_dir: Path, text: str) -> int:
+    """How many times ``text`` appears in the e-mails written to ``mail_dir``."""
+    return sum(mail.count(text) for mail in mail_files(mail_dir))
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, keeping nothing on disk (a restart
+    comes back empty, as a crashed broker without persistence does). Nobody else's worker
+    can take its tasks, and a test may stop it, restart it and look inside it."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def answers() -> bool:
+            try:
+                return bool(self.client().ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(answers, timeout=15, what=f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(name="private_redis")
+def private_redis_fixture(
+    require_postgres: None, require_redis: str, tmp_path: Path
+) -> Iterator[PrivateRedis]:
+    """A started ``PrivateRedis`` (import ``private_redis_fixture`` where it is used). The
+    real-worker tests belong to the PostgreSQL + Redis tier, hence its two requirements."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("the real-worker tests need the redis-server program (Debian package redis-server)")
+    assert binary is not None
+    server = PrivateRedis(binary, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

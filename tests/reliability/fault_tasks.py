@@ -4,7 +4,8 @@ here changes how the product's own tasks run.
 
 Both pieces do the same side effect, one e-mail "[fault] notice <key>", after writing a
 "started" marker into ``$MOONSLOT_FAULT_DIR`` and waiting ``$MOONSLOT_FAULT_HOLD_SECONDS``
-(so a test can kill the worker in the middle, before the e-mail goes):
+or until the test writes a "release" marker there (so a test can kill the worker in the
+middle, before the e-mail goes, or let it finish when it chooses):
 
 - ``slow_notice`` is an outbox handler: the protected path (a row written with the change,
   dispatched on commit and by the sweep, claimed under a lease, the task acknowledged late);
@@ -33,11 +34,15 @@ def notice_subject(key: str) -> str:
     return f"[fault] notice {key}"
 
 
+def release_marker(directory: Path, key: str) -> Path:
+    return directory / f"release-{key}"
+
+
 def _hold_then_send(key: str) -> None:
     directory = Path(os.environ["MOONSLOT_FAULT_DIR"])
-    (directory / f"started-{key}-{os.getpid()}").touch()
+    (directory / f"started-{key}-{os.getpid()}-{time.monotonic_ns()}").touch()
     deadline = time.monotonic() + float(os.environ.get("MOONSLOT_FAULT_HOLD_SECONDS", "0"))
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not release_marker(directory, key).exists():
         time.sleep(0.05)
     EmailMessage(subject=notice_subject(key), body=f"{key}\n", to=["ops@example.com"]).send()
 
