@@ -31,7 +31,7 @@ from tests.bookings.api_helpers import (
 )
 from tests.bookings.plan_helpers import DECK_MASS_G, deck_class, deck_plan
 from tests.factories import MissionFactory, ResellerFactory, SlotClassFactory
-from tests.openapi_helpers import assert_matches_schema
+from tests.openapi_helpers import assert_matches_schema, openapi_document
 
 pytestmark = pytest.mark.django_db
 
@@ -265,3 +265,19 @@ def test_the_catalogue_costs_the_same_queries_with_plans(api_client: APIClient) 
     with CaptureQueriesContext(connection) as more:
         assert api_client.get("/api/v1/missions/").status_code == 200
     assert len(few) == len(more)
+
+
+def test_the_document_declares_the_new_fields_strictly() -> None:
+    schemas = openapi_document()["components"]["schemas"]
+    for name in ("Instalment", "BookingPaymentPlan"):
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+    booking = schemas["Booking"]["properties"]
+    assert booking["payment_plan"]["oneOf"][1] == {"$ref": "#/components/schemas/NullEnum"}
+    assert booking["payment_reference"]["nullable"] is True
+    assert booking["overdue"]["type"] == booking["bank_transfer_required"]["type"] == "boolean"
+    assert schemas["InstalmentStatusEnum"]["enum"] == ["due", "paid", "cancelled"]
+    assert schemas["InstalmentKindEnum"]["enum"] == ["full", "deposit", "instalment"]
+    slot_class = schemas["SlotClass"]
+    assert {"payment_plan", "tax_treatment"} <= set(slot_class["required"])
+    assert slot_class["properties"]["payment_plan"]["nullable"] is True
+    assert schemas["TaxTreatmentEnum"]["enum"] == ["standard", "reduced", "zero_rated", "exempt"]
