@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from accounts.models import Membership, User
 from bookings import enterprise, plans, transfers
@@ -214,8 +214,10 @@ def complete(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def complete_join(request: HttpRequest, token: str) -> HttpResponse:
+    if request.method != "POST":  # back from signing in: the page offers the button
+        return HttpResponseRedirect(reverse("bookings:complete", args=[token]))
     found = _booking_or_unavailable(request, token)
     if isinstance(found, HttpResponse):
         return found

@@ -463,6 +463,10 @@ def test_the_invited_customer_signs_in_joins_as_booker_and_goes_to_pay(
 
     client, user = signed_in(CUSTOMER_EMAIL.upper())
     assert 'data-next-step="join"' in client.get(url).content.decode()
+    back = client.get(url + "join/")  # where signing in returns to: nothing joins on a GET
+    assert back.status_code == 302
+    assert back["Location"] == url
+    assert not Membership.objects.filter(user=user, organisation=company).exists()
     response = client.post(url + "join/")
     assert response.status_code == 302
     assert response["Location"] == f"/bookings/{booking.reference}/pay/"
