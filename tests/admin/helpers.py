@@ -26,7 +26,14 @@ from django.utils import timezone
 
 from accounts.models import Organisation, User
 from accounts.roles import Role
-from bookings.models import Booking, BookingStatus, PayloadDeclaration, ReviewStatus
+from bookings.models import (
+    Booking,
+    BookingStatus,
+    PayloadDeclaration,
+    Payment,
+    PaymentStatus,
+    ReviewStatus,
+)
 from bookings.services import new_reference
 from marketplace.models import Channel, SlotClass
 from tests.factories import UserFactory
@@ -82,6 +89,22 @@ def may(user: User, *perms: str) -> list[bool]:
     instance)."""
     fresh = User.objects.get(pk=user.pk)
     return [fresh.has_perm(p) for p in perms]
+
+
+def record_payment(booking: Booking, amount: int, *, attempt: int = 1, **fields: Any) -> Payment:
+    """A payment row as the payment services leave it once money has come in (succeeded,
+    by bank transfer unless ``provider`` says otherwise), for pages that only read money."""
+    return Payment.objects.create(
+        booking=booking,
+        provider=fields.pop("provider", "bank_transfer"),
+        attempt=attempt,
+        amount=amount,
+        currency=booking.currency,
+        status=fields.pop("status", PaymentStatus.SUCCEEDED),
+        succeeded_at=fields.pop("succeeded_at", timezone.now()),
+        idempotency_key=f"test-{booking.pk}-{attempt}",
+        **fields,
+    )
 
 
 def give_totp(user: User, secret: str = TEST_TOTP_SECRET) -> Authenticator:

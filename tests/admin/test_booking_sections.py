@@ -22,12 +22,11 @@ from bookings.models import (
     Booking,
     BookingStatus,
     Instalment,
-    Payment,
-    PaymentStatus,
     Refund,
 )
 from bookings.services import Actor, booking_confirm
 from tests.admin.helpers import admin_client_with_mfa, bulk_bookings
+from tests.admin.helpers import record_payment as pay
 from tests.bookings.plan_helpers import plan_hold
 from tests.factories import OrganisationFactory, SlotClassFactory
 
@@ -38,21 +37,6 @@ def page_of(client: Client, booking: Booking) -> Any:
     response = client.get(f"/admin/bookings/booking/{booking.pk}/change/")
     assert response.status_code == 200
     return response
-
-
-def pay(booking: Booking, amount: int, *, attempt: int, **fields: Any) -> Payment:
-    now = timezone.now()
-    return Payment.objects.create(
-        booking=booking,
-        provider=fields.pop("provider", "bank_transfer"),
-        attempt=attempt,
-        amount=amount,
-        currency=booking.currency,
-        status=PaymentStatus.SUCCEEDED,
-        succeeded_at=now,
-        idempotency_key=f"test-{booking.pk}-{attempt}",
-        **fields,
-    )
 
 
 def confirmed_plan_booking(sales: User) -> tuple[Booking, list[Instalment]]:

@@ -15,13 +15,13 @@ from accounts.models import User
 from bookings.models import (
     Booking,
     Instalment,
-    Payment,
     PaymentStatus,
     Refund,
     WaitlistEntry,
 )
 from marketplace.money import Money
 from tests.admin.helpers import admin_client_with_mfa, bulk_bookings
+from tests.admin.helpers import record_payment as pay
 from tests.factories import OrganisationFactory, SlotClassFactory
 
 pytestmark = pytest.mark.django_db
@@ -46,20 +46,6 @@ def instalment(booking: Booking, amount: int, *, due_in_days: int, paid: int = 0
         due_at=timezone.now() + timedelta(days=due_in_days),
         amount_paid=paid,
         **kw,
-    )
-
-
-def pay(booking: Booking, amount: int, *, attempt: int = 1, **fields: Any) -> Payment:
-    return Payment.objects.create(
-        booking=booking,
-        provider=fields.pop("provider", "bank_transfer"),
-        attempt=attempt,
-        amount=amount,
-        currency=booking.currency,
-        status=fields.pop("status", PaymentStatus.SUCCEEDED),
-        succeeded_at=timezone.now(),
-        idempotency_key=f"t-{booking.pk}-{attempt}",
-        **fields,
     )
 
 

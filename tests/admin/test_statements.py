@@ -13,10 +13,15 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import CreditLimit, Organisation, User
-from bookings.models import BillingDocument, Booking, Payment, Refund
+from bookings.models import BillingDocument, Booking, Refund
 from marketplace.models import SlotClass
 from marketplace.money import Money
-from tests.admin.helpers import admin_client_with_mfa, bulk_bookings, read_streamed_csv
+from tests.admin.helpers import (
+    admin_client_with_mfa,
+    bulk_bookings,
+    read_streamed_csv,
+    record_payment,
+)
 from tests.factories import OrganisationFactory, ResellerFactory, SlotClassFactory
 
 pytestmark = pytest.mark.django_db
@@ -58,17 +63,7 @@ def scene(deck: SlotClass, reseller: Organisation) -> dict[str, Booking]:
         status="cancelled", cancelled_at=MARCH.replace(day=20), refund_amount=400_000
     )
     dollars = confirmed(deck, reseller, 10_001, MARCH.replace(day=15), currency="USD")
-    payment = Payment.objects.create(
-        booking=paid,
-        provider="bank_transfer",
-        attempt=1,
-        amount=2_000_000,
-        currency="JPY",
-        status="succeeded",
-        succeeded_at=MARCH,
-        idempotency_key="statement-test",
-        amount_refunded=500_000,
-    )
+    payment = record_payment(paid, 2_000_000, succeeded_at=MARCH, amount_refunded=500_000)
     refund = Refund.objects.create(
         payment=payment,
         amount=500_000,
