@@ -154,13 +154,70 @@ class _RatesFromCurrentSettings:
         return None if rate is None else str(rate)
 
 
-class AnonymousIpThrottle(_RatesFromCurrentSettings, AnonRateThrottle):
+class _WindowCounter(SimpleRateThrottle):
+    """A sliding-window counter: one integer per fixed window in the cache, the current
+    window's count plus the previous one's weighted by how much of it still overlaps the
+    last ``duration`` seconds. Two cache round trips whatever the rate (a ``get_many`` and,
+    for an allowed request, an ``incr``), instead of DRF's list of every request's time,
+    which is read, trimmed, pickled and written back on every request (1,200 floats for
+    1200/min). Refused requests are not counted."""
+
+    num_requests: int
+    duration: int
+    now: float
+    current: int
+    previous: int
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.now = self.timer()
+        window = int(self.now // self.duration)
+        current_key, previous_key = f"{self.key}:{window}", f"{self.key}:{window - 1}"
+        counts = self.cache.get_many([current_key, previous_key])
+        self.current = int(counts.get(current_key, 0))
+        self.previous = int(counts.get(previous_key, 0))
+        if self._estimate(self.now) + 1 > self.num_requests:
+            return self.throttle_failure()
+        _increment(self.cache, current_key, timeout=2 * self.duration)
+        return True
+
+    def _estimate(self, at: float) -> float:
+        elapsed = (at % self.duration) / self.duration
+        return self.current + self.previous * (1 - elapsed)
+
+    def wait(self) -> float | None:
+        window_end = (self.now // self.duration + 1) * self.duration
+        if self.current + 1 > self.num_requests:
+            # The next window starts with this one's count as its weighted past.
+            needed = 1 - (self.num_requests - 1) / self.current
+            return window_end - self.now + max(0.0, needed) * self.duration
+        # The previous window's share must fade until one more request fits.
+        needed = 1 - (self.num_requests - 1 - self.current) / self.previous
+        elapsed = (self.now % self.duration) / self.duration
+        return max(0.0, needed - elapsed) * self.duration
+
+
+def _increment(cache: Any, key: str, *, timeout: int) -> int:
+    """Add one to the counter at ``key`` (created with ``timeout``) and return it."""
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # the window's first request
+        if cache.add(key, 1, timeout=timeout):
+            return 1
+        return int(cache.incr(key))
+
+
+class AnonymousIpThrottle(_RatesFromCurrentSettings, _WindowCounter, AnonRateThrottle):
     """Per client IP, for requests without an API key."""
 
     scope = "anon"
 
 
-class ApiKeyThrottle(_RatesFromCurrentSettings, SimpleRateThrottle):
+class ApiKeyThrottle(_RatesFromCurrentSettings, _WindowCounter):
     """Per key, so one busy reseller cannot starve the others."""
 
     scope = "api_key"
