@@ -565,6 +565,8 @@ def test_logged_authorization_headers_and_keys_are_redacted() -> None:
 
 # What an anonymous GET gets, per URL name; every admin page needs a staff sign-in.
 PUBLIC, LOGIN, KEY, HOME, WEBHOOK = "public", "login", "key", "home", "webhook"
+# A page whose credential is a token in its URL: a token that matches nothing is a 404.
+TOKEN = "token"
 ANONYMOUS: dict[str, str] = {
     "healthz": PUBLIC,
     "marketplace:mission-list": PUBLIC,
@@ -607,6 +609,8 @@ ANONYMOUS: dict[str, str] = {
     "payments:pay": LOGIN,
     "payments:card": LOGIN,
     "payments:complete": LOGIN,
+    "bookings:complete": TOKEN,
+    "bookings:complete-join": LOGIN,
     "payments:stripe-webhook": WEBHOOK,
     "api-mission-list": PUBLIC,
     "api-mission-detail": PUBLIC,
@@ -685,6 +689,8 @@ def sample_values(world: World) -> dict[str, str]:
         "offer_id": "1",
         "entry_id": "1",
         "endpoint_id": "1",
+        "booking_id": str(world.booking_a.pk),
+        "token": "not-a-real-completion-token-000000000000000",
     }
 
 
@@ -701,6 +707,7 @@ CHECKS: dict[str, Callable[[Any], bool]] = {
     KEY: lambda r: r.status_code == 401 and r.json()["code"] == "not_authenticated",
     HOME: lambda r: r.status_code == 302 and urlparse(r["Location"]).path == "/",
     WEBHOOK: lambda r: r.status_code == 405,
+    TOKEN: lambda r: r.status_code == 404,
 }
 
 
