@@ -357,6 +357,13 @@ def instalment_apply(instalment: Instalment, payment: Payment, *, now: datetime)
         instalment.paid_at = now
         fields += ["status", "paid_at"]
     instalment.save(update_fields=fields)
+    if instalment.status == InstalmentStatus.PAID:
+        # A booking flagged overdue is cleared as soon as nothing past its grace is left,
+        # not at the next hourly sweep. (Imported here: the reminders import the billing
+        # module, which reads the plans.)
+        from bookings.instalment_reminders import booking_overdue_refresh
+
+        booking_overdue_refresh(booking_id=instalment.booking_id, now=now)
     return instalment
 
 

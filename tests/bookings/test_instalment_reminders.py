@@ -269,3 +269,33 @@ def test_two_beats_at_once_claim_each_reminder_once() -> None:
     assert sum(o.value or 0 for o in outcomes) == 20
     assert OutboxMessage.objects.filter(topic="instalment.remind").count() == 20
     assert not Instalment.objects.filter(reminded_at__isnull=True).exists()
+
+
+def test_a_transfer_recorded_by_sales_clears_the_overdue_flag_at_once(
+    django_capture_on_commit_callbacks: Capture,
+) -> None:
+    from bookings.services import Actor
+    from bookings.transfers import payment_record_transfer
+
+    booking = confirmed_booking(plan_class(grace_days=7))
+    due = due_date()
+    build = instalment(booking, amount=1_100_000, due_at=due)
+    sweep(django_capture_on_commit_callbacks, due + days(8))
+    booking.refresh_from_db()
+    assert booking.overdue_since == due
+
+    with django_capture_on_commit_callbacks(execute=True):
+        payment_record_transfer(
+            booking_id=booking.pk,
+            amount=build.amount,
+            currency=build.currency,
+            received_at=due + days(9),
+            bank_reference="MIZUHO 0042",
+            actor=Actor.system("test:sales"),
+            instalment_id=build.pk,
+            now=due + days(9),
+        )
+
+    booking.refresh_from_db()
+    assert booking.overdue_since is None
+    assert booking.events.filter(type=EventType.BOOKING_OVERDUE_CLEARED).count() == 1
