@@ -601,6 +601,8 @@ ANONYMOUS: dict[str, str] = {
     "bookings:list": LOGIN,
     "bookings:detail": LOGIN,
     "bookings:cancel": LOGIN,
+    "bookings:payload": LOGIN,
+    "bookings:document": LOGIN,
     "bookings:offer": LOGIN,
     "bookings:rebook": LOGIN,
     "bookings:waitlist": LOGIN,
@@ -691,6 +693,8 @@ def sample_values(world: World) -> dict[str, str]:
         "endpoint_id": "1",
         "booking_id": str(world.booking_a.pk),
         "token": "not-a-real-completion-token-000000000000000",
+        "number": "INV-2026-000001",
+        "pk": "1",
     }
 
 
@@ -759,7 +763,8 @@ def test_a_customer_who_is_not_staff_cannot_open_any_admin_page(world: World) ->
 
 # Pages about something a booking has only sometimes (a schedule-change offer to answer):
 # the owner's own booking without one is a 404 too, so they cannot serve as the control.
-NEEDS_MORE_THAN_A_BOOKING = {"bookings:offer", "bookings:rebook"}
+# Pages of something the booking may not have (an offer, a rebooking, a document).
+NEEDS_MORE_THAN_A_BOOKING = {"bookings:offer", "bookings:rebook", "bookings:document"}
 
 
 def booking_routes() -> list[Route]:

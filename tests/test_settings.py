@@ -17,11 +17,14 @@ PRODUCTION_ENV = {
     "STRIPE_WEBHOOK_SECRET": "whsec_check",
     "STRIPE_PUBLISHABLE_KEY": "pk_test_check",
     "DJANGO_ALLOWED_HOSTS": "moonslot.example",
+    # Invoices carry the seller's qualified-invoice registration number (T + 13 digits).
+    "MOONSLOT_SELLER_REGISTRATION_NUMBER": "T1234567890123",
 }
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STRIPE_"))}
+    prefixes = ("DJANGO_", "STRIPE_", "MOONSLOT_SELLER_")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     base.pop("DATABASE_URL", None)
     base.pop("REDIS_URL", None)
     return subprocess.run(
@@ -39,6 +42,13 @@ def test_production_settings_pass_the_deployment_checklist() -> None:
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_the_deployment_checklist_warns_while_invoices_carry_the_demo_registration_number() -> None:
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "MOONSLOT_SELLER_REGISTRATION_NUMBER"}
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert result.returncode != 0
+    assert "bookings.W101" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
