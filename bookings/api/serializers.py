@@ -289,6 +289,13 @@ class PayloadInputSerializer(StrictSerializer):
         allow_null=True,
         help_text="Power drawn in watts (0: none), at most the class's maximum.",
     )
+    data_kbps = StrictIntegerField(
+        min_value=0,
+        max_value=MAX_INT,
+        required=False,
+        allow_null=True,
+        help_text="Data rate in kbit/s (0: none), at most the lander position's maximum.",
+    )
     # DRF's ListSerializer takes max_length; the stubs do not know it yet.
     hazards = HazardInputSerializer(  # type: ignore[call-arg]
         many=True, required=False, allow_null=True, max_length=50, help_text="[] if inert."
@@ -483,6 +490,7 @@ class PayloadSerializer(DocumentedSerializer[PayloadDeclaration]):
         help_text="[length, width, height] in millimetres, or null until declared.",
     )
     power_w = _count("Power drawn in watts, or null.", nullable=True)
+    data_kbps = _count("Data rate in kbit/s, or null.", nullable=True)
     hazards = HazardSerializer(many=True)
     export_classification = ExportClassificationField(allow_null=True)
     review_status = ReviewStatusField()

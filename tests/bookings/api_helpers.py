@@ -58,6 +58,7 @@ PAYLOAD_KEYS = {
     "mass_g",
     "dimensions_mm",
     "power_w",
+    "data_kbps",
     "hazards",
     "export_classification",
     "review_status",

@@ -129,6 +129,7 @@ def test_per_kg_hold_is_201_with_every_key_and_the_contract_price(client, deck):
         "mass_g": None,
         "dimensions_mm": None,
         "power_w": None,
+        "data_kbps": None,
         "hazards": [],
         "export_classification": None,
         "review_status": "declared",
@@ -179,6 +180,7 @@ def test_hold_with_a_full_payload_reads_it_back_with_every_hazard_key(client, de
         "mass_g": 2400,
         "dimensions_mm": [100, 100, 150],
         "power_w": 5,
+        "data_kbps": 16,
         "hazards": [
             {"type": "lithium_battery", "energy_wh": 40},
             {"type": "other", "description": "A spring."},

@@ -544,3 +544,19 @@ def test_incomplete_declarations_are_reminded_once_per_threshold(
     assert email.to == [member.email]
     assert "please complete your payload declaration" in str(email.subject)
     assert page(booking) in email.body
+
+
+def test_api_takes_the_data_rate_and_refuses_one_over_the_position_limit() -> None:
+    position = LanderPositionFactory.create(name="Side mount", max_data_kbps=64)
+    slot_class = SlotClassFactory.create(mission__lander=position.lander, position=position)
+    client = keyed_client()
+    booking = place_hold(client, slot_class, payload={"name": "Radio", "data_kbps": 32})
+    assert booking["payload"]["data_kbps"] == 32
+
+    response = client.patch(url(PAYLOAD, booking["reference"]), {"data_kbps": 128}, format="json")
+
+    error = assert_matches_schema(response, PAYLOAD, "patch", 400)
+    assert error["fields"]["payload.data_kbps"] == [
+        "128 kbps exceeds the position's maximum data rate of 64 kbps."
+    ]
+    assert PayloadDeclaration.objects.get(booking__reference=booking["reference"]).data_kbps == 32
