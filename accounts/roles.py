@@ -113,6 +113,8 @@ SALES_MANAGER_PERMISSIONS = (
         "marketplace.change_cancellationtier",
         "marketplace.delete_cancellationtier",
         REFUND_ABOVE_THRESHOLD,
+        # Paying back money received by transfer (bookings.admin_payments).
+        "bookings.change_refund",
         # Reseller API keys: issued on add, revoked with the change permission.
         "accounts.view_apikey",
         "accounts.add_apikey",

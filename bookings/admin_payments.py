@@ -1,9 +1,11 @@
-"""Back office for money received by bank transfer: the "Record a bank transfer" page of a
-booking (reached from its change page). Sales type the amount as the bank statement shows
-it, in major units ("1,234.56" dollars, "135,000,000" yen); it is converted to minor units
-exactly (``Decimal``, never a float) and recorded by ``bookings.transfers``, which also
-refuses a double submit of the same transfer. Needs ``bookings.add_payment`` (the sales role).
-``BookingAdmin.get_urls`` adds ``transfer_urls``.
+"""Back office for money moved by bank transfer: the "Record a bank transfer" page of a
+booking (reached from its change page), and the page on which the sales manager records a
+bank-transfer refund as paid out (``bookings.change_refund``). Sales type the amount as the
+bank statement shows it, in major units ("1,234.56" dollars, "135,000,000" yen); it is
+converted to minor units exactly (``Decimal``, never a float) and recorded by
+``bookings.transfers``, which also refuses a double submit of the same transfer. Recording a
+transfer needs ``bookings.add_payment`` (the sales role). ``BookingAdmin.get_urls`` adds
+``transfer_urls``.
 """
 
 from __future__ import annotations
@@ -26,15 +28,28 @@ from django.utils.translation import gettext_lazy
 from accounts.models import User
 from bookings import plans
 from bookings.exceptions import BookingError
-from bookings.models import Booking, Instalment, InstalmentStatus
+from bookings.models import (
+    Booking,
+    Instalment,
+    InstalmentStatus,
+    PaymentProvider,
+    Refund,
+    RefundStatus,
+)
 from bookings.services import Actor
-from bookings.transfers import DuplicateTransfer, bank_details, payment_record_transfer
+from bookings.transfers import (
+    DuplicateTransfer,
+    bank_details,
+    payment_record_transfer,
+    refund_record_paid_out,
+)
 from marketplace.money import Currency, Money, minor_unit_exponent
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
 
 RECORD_TRANSFER = "bookings.add_payment"
+RECORD_PAYOUT = "bookings.change_refund"
 # Larger than any price we sell (and than a BigIntegerField of minor units can hold).
 MAX_MAJOR_DIGITS = 15
 
@@ -148,12 +163,20 @@ def transfer_urls(model_admin: ModelAdmin[Booking]) -> list[URLPattern]:
     def view(request: HttpRequest, object_id: str) -> HttpResponse:
         return record_transfer_view(model_admin, request, object_id)
 
+    def payout(request: HttpRequest, object_id: str, refund_id: int) -> HttpResponse:
+        return refund_paid_out_view(model_admin, request, object_id, refund_id)
+
     return [
         path(
             "<path:object_id>/record-transfer/",
             model_admin.admin_site.admin_view(view),
             name="bookings_booking_record_transfer",
-        )
+        ),
+        path(
+            "<path:object_id>/refunds/<int:refund_id>/paid-out/",
+            model_admin.admin_site.admin_view(payout),
+            name="bookings_booking_refund_paid_out",
+        ),
     ]
 
 
@@ -239,3 +262,66 @@ def _report(request: HttpRequest, booking: Booking, outcome: Any) -> None:
         messages.success(request, _("The booking is confirmed."))
     elif outcome.not_confirmed:
         messages.warning(request, outcome.not_confirmed)
+
+
+class PayoutForm(forms.Form):
+    bank_reference = forms.CharField(
+        label=gettext_lazy("Reference of the outgoing transfer"),
+        max_length=140,
+        help_text=gettext_lazy("The bank's transaction number of the refund you sent."),
+    )
+
+
+def refund_paid_out_view(
+    model_admin: ModelAdmin[Booking], request: HttpRequest, object_id: str, refund_id: int
+) -> HttpResponse:
+    """A refund of money received by transfer waits (pending) until someone sends it back by
+    transfer; this page records that it was sent, through ``refund_record_paid_out``."""
+    if not request.user.has_perm(RECORD_PAYOUT):
+        raise PermissionDenied
+    booking = model_admin.get_object(request, unquote(object_id))
+    refund = (
+        Refund.objects.select_related("payment")
+        .filter(
+            pk=refund_id,
+            payment__booking=booking,
+            payment__provider=PaymentProvider.BANK_TRANSFER,
+        )
+        .first()
+    )
+    if booking is None or refund is None:
+        raise Http404(_("No such refund of this booking."))
+    change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
+    if refund.status != RefundStatus.PENDING:
+        messages.info(request, _("This refund is no longer waiting to be paid out."))
+        return HttpResponseRedirect(change_url)
+    form = PayoutForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        user = request.user
+        assert isinstance(user, User)  # noqa: S101 (admin_view lets only staff users in)
+        try:
+            refund_record_paid_out(
+                refund_id=refund.pk,
+                actor=Actor.for_user(user),
+                bank_reference=form.cleaned_data["bank_reference"],
+            )
+        except BookingError as error:
+            form.add_error(None, error.message)
+        else:
+            model_admin.log_change(request, booking, f"Refund {refund.money} paid out by transfer.")
+            messages.success(
+                request,
+                _("Recorded the refund of %(amount)s as paid; its credit note follows.")
+                % {"amount": refund.money},
+            )
+            return HttpResponseRedirect(change_url)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": _("Refund %(amount)s paid out for %(ref)s")
+        % {"amount": refund.money, "ref": booking.reference},
+        "opts": model_admin.opts,
+        "booking": booking,
+        "refund": refund,
+        "form": form,
+    }
+    return TemplateResponse(request, "admin/bookings/booking/refund_paid_out.html", context)

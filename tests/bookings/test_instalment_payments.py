@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.roles import OPERATIONS, SALES
+from accounts.roles import OPERATIONS, SALES, SALES_MANAGER
 from bookings import gateways, payments, plans, transfers
 from bookings.admin_payments import major_to_minor
 from bookings.gateways import IntentSnapshot
@@ -470,3 +470,38 @@ def test_the_booking_page_of_a_plan_costs_the_same_queries_whatever_its_instalme
         counts.append(len(queries.captured_queries))
     # The plan panel adds its instalments, payments and refunds, once each.
     assert counts[0] == counts[1] <= 7 + 3 + 2
+
+
+def test_the_sales_manager_records_a_transfer_refund_as_paid_out_in_the_admin(
+    django_capture_on_commit_callbacks,
+) -> None:
+    booking = plan_hold(SlotClassFactory.create())  # ¥450M paid in full by transfer
+    record(booking, 450_000_000, "FULL")
+    with django_capture_on_commit_callbacks(execute=True):
+        payments.booking_cancel_and_refund(booking_id=booking.pk, actor=SALES_ACTOR)
+    refund = Refund.objects.get(payment__booking=booking)
+    assert refund.status == RefundStatus.PENDING
+    payout_url = reverse("admin:bookings_booking_refund_paid_out", args=[booking.pk, refund.pk])
+    change_url = reverse("admin:bookings_booking_change", args=[booking.pk])
+
+    sales = admin_client_with_mfa(staff_user(role=SALES))
+    assert payout_url not in sales.get(change_url).content.decode()
+    assert sales.post(payout_url, {"bank_reference": "OUT-9"}).status_code == 403
+
+    manager = admin_client_with_mfa(staff_user(role=SALES_MANAGER))
+    assert payout_url in manager.get(change_url).content.decode()
+    refused = manager.post(payout_url, {"bank_reference": "  "})
+    assert refused.status_code == 200
+    assert "This field is required." in refused.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        done = manager.post(payout_url, {"bank_reference": "OUT-9"})
+
+    assert done.status_code == 302
+    refund.refresh_from_db()
+    assert refund.status == RefundStatus.SUCCEEDED
+    assert "OUT-9" in refund.note
+    assert BookingEvent.objects.filter(booking=booking, type=EventType.REFUND_PAID_OUT).count() == 1
+    # Once paid out, the page only says so.
+    again = manager.post(payout_url, {"bank_reference": "OUT-9"})
+    assert again.status_code == 302
+    assert BookingEvent.objects.filter(booking=booking, type=EventType.REFUND_PAID_OUT).count() == 1
