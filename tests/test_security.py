@@ -695,6 +695,7 @@ def sample_values(world: World) -> dict[str, str]:
         "token": "not-a-real-completion-token-000000000000000",
         "number": "INV-2026-000001",
         "pk": "1",
+        "refund_id": "1",
     }
 
 
