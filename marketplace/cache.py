@@ -78,15 +78,30 @@ def catalogue_key(name: str, parts: tuple[str, ...], *, version: int) -> str:
     return f"catalogue:{version}:{name}:{digest}"
 
 
-def catalogue_cached(name: str, parts: tuple[str, ...], build: Callable[[], T]) -> T:
+def _request_version(request: Any) -> int:
+    """The version, read once per request (a page has several fragments): within one request
+    every fragment then belongs to the same version."""
+    if request is None:
+        return catalogue_version()
+    version = getattr(request, "_catalogue_version", None)
+    if version is None:
+        version = catalogue_version()
+        request._catalogue_version = version
+    return int(version)
+
+
+def catalogue_cached(
+    name: str, parts: tuple[str, ...], build: Callable[[], T], *, request: Any = None
+) -> T:
     """``build()``'s value for ``name`` and ``parts`` (language, currency, URL… whatever the
     value depends on) at the current catalogue version, built at most once per version and
-    per ``MOONSLOT_CATALOGUE_CACHE_SECONDS``."""
+    per ``MOONSLOT_CATALOGUE_CACHE_SECONDS``. With ``request``, the version is read once for
+    all of that request's fragments."""
     seconds = cache_seconds()
     if seconds <= 0:
         return build()
     try:
-        key = catalogue_key(name, parts, version=catalogue_version())
+        key = catalogue_key(name, parts, version=_request_version(request))
         hit: Any = cache.get(key)
     except Exception:
         logger.warning("catalogue cache unavailable; building from the database", exc_info=True)

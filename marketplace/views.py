@@ -59,7 +59,10 @@ def mission_detail(request: HttpRequest, code: str) -> HttpResponse:
         # the catalogue cache, so its context is built only if one of them is stale. Whether
         # the mission exists is cached too (a 404 must not wait for the template).
         exists = catalogue_cached(
-            "mission-exists", (code,), lambda: Mission.objects.filter(code=code).exists()
+            "mission-exists",
+            (code,),
+            lambda: Mission.objects.filter(code=code).exists(),
+            request=request,
         )
         if not exists:
             raise Http404(_("No mission has that code."))

@@ -39,7 +39,10 @@ class CatalogueFragmentNode(template.Node):
             *(str(value.resolve(context)) for value in self.vary),
         )
         html: str = catalogue_cached(
-            f"fragment:{self.name.resolve(context)}", parts, lambda: self.nodelist.render(context)
+            f"fragment:{self.name.resolve(context)}",
+            parts,
+            lambda: self.nodelist.render(context),
+            request=request,
         )
         return mark_safe(html)  # noqa: S308 (the template's own output, escaped as it rendered)
 
