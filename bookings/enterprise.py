@@ -43,7 +43,7 @@ from bookings.exceptions import (
 from bookings.locks import booking_qs_for_update
 from bookings.models import Booking, BookingEvent, BookingStatus, OutboxMessage
 from bookings.outbox import outbox_handler, outbox_write
-from bookings.services import Actor, booking_hold
+from bookings.services import Actor, _event, booking_hold
 from bookings.validation import CustomerInput, PayloadInput
 from marketplace.models import Channel
 
@@ -101,27 +101,6 @@ def contract_template(version: str) -> str | None:
 
 def completion_url(token: str) -> str:
     return settings.SITE_URL.rstrip("/") + reverse("bookings:complete", args=[token])
-
-
-def _record(
-    booking: Booking,
-    *,
-    type: str,
-    actor: Actor,
-    now: datetime,
-    data: dict[str, object] | None = None,
-    reason: str = "",
-) -> BookingEvent:
-    return BookingEvent.objects.create(
-        booking=booking,
-        organisation_id=booking.organisation_id,
-        type=type,
-        actor=actor.label,
-        actor_user=actor.user,
-        reason=reason,
-        data=data or {},
-        created_at=now,
-    )
 
 
 def _queue_link(booking: Booking, event: BookingEvent, language: str) -> None:
@@ -241,7 +220,7 @@ def enterprise_hold_link_issue(
         booking.completion_token = secrets.token_urlsafe(32)
         booking.contract_version = contract_version
         booking.save(update_fields=["completion_token", "contract_version", "updated_at"])
-        event = _record(
+        event = _event(
             booking,
             type=LINK_SENT,
             actor=actor,
@@ -264,7 +243,7 @@ def enterprise_hold_link_resend(
         if not booking.completion_token:
             raise CompletionLinkInvalid(f"Booking {booking.reference} has no completion link.")
         _check_live_hold(booking, now)
-        event = _record(
+        event = _event(
             booking,
             type=LINK_SENT,
             actor=actor,
@@ -349,7 +328,7 @@ def enterprise_contract_accept(
                 "updated_at",
             ]
         )
-        _record(
+        _event(
             booking,
             type=CONTRACT_ACCEPTED,
             actor=Actor(label=f"customer:{signer_email}"),
@@ -406,7 +385,7 @@ def enterprise_customer_join(
             defaults={"role": MemberRole.BOOKER},
         )
         if created:
-            _record(
+            _event(
                 booking,
                 type=CUSTOMER_JOINED,
                 actor=Actor.for_user(user),

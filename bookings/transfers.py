@@ -46,7 +46,6 @@ from bookings.exceptions import BookingError
 from bookings.locks import booking_qs_for_update
 from bookings.models import (
     Booking,
-    BookingEvent,
     BookingStatus,
     EventType,
     Instalment,
@@ -58,7 +57,7 @@ from bookings.models import (
     Refund,
     RefundStatus,
 )
-from bookings.services import Actor, booking_confirm
+from bookings.services import Actor, _event, booking_confirm
 from marketplace.money import Money
 
 logger = logging.getLogger(__name__)
@@ -103,20 +102,6 @@ class TransferOutcome:
 
 def _normalised(reference: str) -> str:
     return " ".join(reference.split()).upper()
-
-
-def _event(
-    booking: Booking, *, type: str, actor: Actor, reason: str, data: dict[str, object]
-) -> None:
-    BookingEvent.objects.create(
-        booking=booking,
-        organisation_id=booking.organisation_id,
-        type=type,
-        actor=actor.label,
-        actor_user=actor.user,
-        reason=reason,
-        data=data,
-    )
 
 
 def _target_instalment(booking: Booking, instalment_id: int | None) -> Instalment | None:
