@@ -82,7 +82,9 @@ class ScreeningStatus(models.TextChoices):
 
 
 class Booking(models.Model):
-    reference = models.CharField(_("reference"), max_length=REFERENCE_LENGTH, unique=True)
+    # Unique through Meta.constraints: a plain unique=True would add a second, LIKE-pattern
+    # index on PostgreSQL that every status change of a booking must also update.
+    reference = models.CharField(_("reference"), max_length=REFERENCE_LENGTH)
     organisation = models.ForeignKey(
         Organisation,
         on_delete=models.PROTECT,
@@ -95,6 +97,7 @@ class Booking(models.Model):
         null=True,
         blank=True,
         related_name="bookings_made",
+        db_index=False,  # a partial index (Meta) leaves out the API's and sales' bookings
     )
     api_key = models.ForeignKey(
         ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="bookings"
@@ -123,7 +126,7 @@ class Booking(models.Model):
     terms_accepted_at = models.DateTimeField(_("terms accepted at"), null=True, blank=True)
     # Bank transfers quote this, so sales can match money received to the booking.
     payment_reference = models.CharField(
-        _("payment reference"), max_length=24, unique=True, null=True, blank=True
+        _("payment reference"), max_length=24, null=True, blank=True
     )
     # Set when an instalment is still unpaid after the plan's grace period: sales follow up
     # (a booking is never cancelled for it automatically). Cleared when it is paid.
@@ -137,7 +140,7 @@ class Booking(models.Model):
     screening_note = models.TextField(_("screening note"), blank=True)
     # An enterprise hold placed by sales: the customer completes it through a link carrying
     # this token, accepting the contract (version, signer, time) before it is confirmed.
-    completion_token = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    completion_token = models.CharField(max_length=64, null=True, blank=True)
     contract_version = models.CharField(_("contract version"), max_length=20, blank=True)
     contract_signer_name = models.CharField(_("contract signed by"), max_length=200, blank=True)
     contract_signer_email = models.EmailField(_("signer's e-mail"), blank=True)
@@ -151,6 +154,19 @@ class Booking(models.Model):
         ordering = ["-created_at", "-pk"]
         verbose_name = _("booking")
         constraints = [
+            # Partial and pattern-free unique indexes: the hold-expiry sweep updates 100,000
+            # rows at once, and every index on them is an entry to rewrite per row.
+            models.UniqueConstraint(fields=["reference"], name="booking_reference_unique"),
+            models.UniqueConstraint(
+                fields=["payment_reference"],
+                condition=Q(payment_reference__isnull=False),
+                name="booking_payment_reference_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["completion_token"],
+                condition=Q(completion_token__isnull=False),
+                name="booking_completion_token_unique",
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=BookingStatus.values), name="booking_status_valid"
             ),
@@ -196,6 +212,11 @@ class Booking(models.Model):
                 fields=["overdue_since"],
                 condition=Q(overdue_since__isnull=False),
                 name="booking_overdue",
+            ),
+            models.Index(
+                fields=["created_by"],
+                condition=Q(created_by__isnull=False),
+                name="booking_created_by",
             ),
             models.Index(
                 fields=["slot_class", "hold_expires_at"],
