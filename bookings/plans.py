@@ -94,6 +94,7 @@ def plan_check(deposit_percent: int, steps: Iterable[PaymentPlanStep]) -> list[s
         problems.append(_("Two instalments have the same position."))
     for step in steps:
         if not step.percent or step.percent < 1:
+            # xgettext:no-python-format
             problems.append(_("Each instalment is at least 1% of the price."))
         if step.due_kind == DueKind.MILESTONE and not step.milestone:
             problems.append(

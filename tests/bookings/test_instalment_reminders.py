@@ -299,3 +299,18 @@ def test_a_transfer_recorded_by_sales_clears_the_overdue_flag_at_once(
     booking.refresh_from_db()
     assert booking.overdue_since is None
     assert booking.events.filter(type=EventType.BOOKING_OVERDUE_CLEARED).count() == 1
+
+
+def test_a_part_paid_dollar_instalment_is_reminded_in_dollars_and_cents(
+    django_capture_on_commit_callbacks: Capture,
+) -> None:
+    booking = confirmed_booking(plan_class(), price=5_000_000, currency="USD")
+    due = due_date()
+    part_paid = instalment(booking, amount=1_000_000, due_at=due)
+    part_paid.amount_paid = 250_050
+    part_paid.save()
+
+    sweep(django_capture_on_commit_callbacks, due - days(14))
+
+    body = mail.outbox[0].body
+    assert "Received so far: $2,500.50; still to pay: $7,499.50." in body
