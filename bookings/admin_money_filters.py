@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from bookings.models import Booking, Instalment, InstalmentStatus
+from bookings.models import Booking, BookingStatus, Instalment, InstalmentStatus
 
 OVERDUE = "yes"
 UNDERPAID = "underpaid"
@@ -23,12 +23,13 @@ OVERPAID = "overpaid"
 
 
 def overdue_condition(now: Any) -> Q:
-    """A booking sales must chase: an instalment still due past its date, or the flag the
-    grace-period sweep sets (``Booking.overdue_since``)."""
+    """A confirmed booking sales must chase: an instalment still due past its date, or the
+    flag the grace-period sweep sets (``Booking.overdue_since``). A hold's deposit past its
+    date is a lapsed hold, not a debt."""
     late = Instalment.objects.filter(
         booking=OuterRef("pk"), status=InstalmentStatus.DUE, due_at__lt=now
     )
-    return Q(overdue_since__isnull=False) | Q(Exists(late))
+    return Q(overdue_since__isnull=False) | Q(Exists(late), status=BookingStatus.CONFIRMED)
 
 
 class OverdueFilter(admin.SimpleListFilter):

@@ -289,7 +289,9 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         (r["currency"], r["on_account"]) for r in confirmed_sums if r["on_account"]
     )
     overdue_instalments = list(
-        Instalment.objects.filter(status=InstalmentStatus.DUE, due_at__lt=now)
+        Instalment.objects.filter(
+            status=InstalmentStatus.DUE, due_at__lt=now, booking__status=BookingStatus.CONFIRMED
+        )
         .values("currency")
         .annotate(count=Count("pk"), amount=Sum(F("amount") - F("amount_paid")))
         .order_by("currency")

@@ -167,6 +167,28 @@ def test_the_change_list_filters_overdue_and_under_or_overpaid_bookings(
     assert plain.reference in page
 
 
+def test_the_unpaid_deposit_of_a_lapsed_hold_is_not_an_overdue_instalment(
+    finance_client: Client,
+) -> None:
+    """A plan hold's deposit falls due when the hold expires: past that date the hold has
+    lapsed (or been swept), which frees the capacity; nobody owes anything."""
+    deck = SlotClassFactory.create(capacity_g=1_000_000)
+    customer = OrganisationFactory.create()
+    (lapsed,) = bulk_bookings(
+        deck, customer, 1, hold_expires_at=timezone.now() - timedelta(hours=1)
+    )
+    (expired,) = bulk_bookings(deck, customer, 1, status="expired")
+    (confirmed,) = bulk_bookings(deck, customer, 1, status="confirmed")
+    for booking in (lapsed, expired, confirmed):
+        instalment(booking, 200_000, due_in_days=-1, kind="deposit")
+
+    response = finance_client.get(DASHBOARD)
+    listed = finance_client.get(f"{CHANGELIST}?overdue=yes").context["cl"].result_list
+
+    assert response.context["overdue_instalments"] == [(1, Money(200_000, "JPY"))]
+    assert {b.reference for b in listed} == {confirmed.reference}
+
+
 def test_the_filtered_change_list_costs_what_the_plain_one_does(
     sales: User, django_assert_num_queries: Any
 ) -> None:
