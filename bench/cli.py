@@ -230,7 +230,7 @@ class Run:
 
     def prepare(self) -> None:
         self.database = bench_db.bench_database_url(
-            self.source_db, name=bench_db.BENCH_DATABASE, tmpdir=self.tmpdir
+            self.source_db, name=bench_db.bench_database_name(), tmpdir=self.tmpdir
         )
         if self.redis_url:
             _check_redis(self.redis_url)

@@ -1,6 +1,7 @@
 """The benchmark's own database, never anyone else's.
 
-With ``DATABASE_URL`` pointing at PostgreSQL the harness creates ``moonslot_bench`` on the same
+With ``DATABASE_URL`` pointing at PostgreSQL the harness creates ``moonslot_bench`` (or the
+name in ``MOONSLOT_BENCH_DATABASE``, which must start so) on the same
 server (dropping a leftover one first) and drops it at the end; the database named in the URL,
 and pytest's ``test_*`` databases, are never opened. Without it, a SQLite file in a temporary
 directory. Everything here runs before Django is set up, so it uses psycopg directly.
@@ -8,6 +9,7 @@ directory. Everything here runs before Django is set up, so it uses psycopg dire
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 BENCH_DATABASE = "moonslot_bench"
 _SAFE_NAME = re.compile(r"^moonslot_bench[a-z0-9_]*$")
+# Two people benchmarking against one PostgreSQL server at once would drop each other's
+# database: each names its own (it must still start moonslot_bench, e.g. moonslot_bench_ann).
+DATABASE_ENV = "MOONSLOT_BENCH_DATABASE"
+
+
+def bench_database_name() -> str:
+    return os.environ.get(DATABASE_ENV) or BENCH_DATABASE
 
 
 @dataclass(frozen=True)
