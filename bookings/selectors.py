@@ -65,6 +65,20 @@ def booking_get(
     return (_with_money(bookings) if with_money else bookings).get(reference=reference)
 
 
+def booking_as_held(booking: Booking) -> Booking:
+    """The booking ``services.booking_hold`` just returned, ready for showing as
+    ``booking_get(with_money=True)`` would return it, without reading it back: its class
+    comes with the mission and payment plan, its payload is the declaration the hold wrote,
+    and a new hold has no payments. Only a class with a payment plan reads its instalments
+    (one query); other classes have none."""
+    instalments = list(booking.instalments.all()) if booking.slot_class.payment_plan_id else []
+    booking._prefetched_objects_cache = {  # type: ignore[attr-defined]
+        "instalments": instalments,
+        "payments": [],
+    }
+    return booking
+
+
 # --- The website: a person sees the bookings of every organisation they belong to -------
 # (Imported here so this section stays apart from the organisation-scoped reads above.)
 from django.db.models import OuterRef, Subquery  # noqa: E402

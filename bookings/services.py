@@ -324,6 +324,10 @@ def booking_hold(
 
     with transaction.atomic():
         locked = slot_class_qs_for_update().get(pk=slot_class_id)
+        # The mission and plan read above come along (holds change neither), so showing the
+        # new booking reads nothing back (``selectors.booking_as_held``).
+        locked.mission = mission
+        locked.payment_plan = slot_class.payment_plan
         # Lock order is class → organisation → booking: the organisation is locked before
         # releasing lapsed holds row-locks bookings (an on-account confirm holds the
         # organisation and waits for a booking).

@@ -251,7 +251,10 @@ class BookingListView(ResellerApiView):
             channel=Channel.API,
             actor=self.actor(),
         )
-        return self.booking_response(booking.reference, status.HTTP_201_CREATED)
+        # Shown from what the hold wrote: reading it back would cost three queries, all under
+        # the class's row lock (held until the Idempotency-Key's transaction commits).
+        booking = selectors.booking_as_held(booking)
+        return Response(BookingSerializer(booking).data, status=status.HTTP_201_CREATED)
 
 
 class BookingDetailView(ResellerApiView):
