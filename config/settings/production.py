@@ -14,7 +14,7 @@ CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_ALWAYS_EAGER = False
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "config.cache.RedisCache",  # Django's, with one client per pool
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "moonslot",
     }
