@@ -301,8 +301,11 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
     expiring = Booking.objects.live_holds(now).filter(
         hold_expires_at__lte=now + timedelta(hours=24)
     )
+    # What is in operations' queue (bookings.admin_review): in safety or export review, or
+    # complete on a confirmed booking and waiting for an accept.
     awaiting = Booking.objects.filter(
-        payload__review_status__in=AWAITING_REVIEW
+        Q(payload__review_status__in=AWAITING_REVIEW)
+        | Q(payload__review_status=ReviewStatus.DATA_COMPLETE, status=BookingStatus.CONFIRMED)
     ).with_live_status_in([BookingStatus.HELD, BookingStatus.CONFIRMED], now)
     resellers = [
         ResellerLine(

@@ -121,6 +121,12 @@ def test_holds_expiring_within_a_day_and_payloads_awaiting_review_are_listed(
         deck, customer, 1, status=BookingStatus.CONFIRMED, review_status=ReviewStatus.EXPORT_REVIEW
     )
     bulk_bookings(deck, customer, 1, status=BookingStatus.CONFIRMED, review_status="accepted")
+    # A complete declaration of a confirmed booking waits for operations to accept it (as in
+    # their queue); a held one's does not yet.
+    to_accept = bulk_bookings(
+        deck, customer, 1, status=BookingStatus.CONFIRMED, review_status=ReviewStatus.DATA_COMPLETE
+    )
+    bulk_bookings(deck, customer, 1, review_status=ReviewStatus.DATA_COMPLETE)
     bulk_bookings(
         deck, customer, 1, status=BookingStatus.CANCELLED, review_status=ReviewStatus.SAFETY_REVIEW
     )
@@ -136,9 +142,9 @@ def test_holds_expiring_within_a_day_and_payloads_awaiting_review_are_listed(
 
     assert response.context["expiring_count"] == 2
     assert {b.reference for b in response.context["expiring"]} == {b.reference for b in soon}
-    assert response.context["awaiting_count"] == 2
+    assert response.context["awaiting_count"] == 3
     assert {b.reference for b in response.context["awaiting"]} == {
-        b.reference for b in safety + export
+        b.reference for b in safety + export + to_accept
     }
 
 
