@@ -5,9 +5,11 @@ The version is one integer in Django's cache (Redis in production). Every change
 catalogue shows moves it on when its transaction commits: a save or delete of any catalogue
 model (missions, slot classes, prices, schedule changes, landers, payment plans…), and so
 every booking transition that changes a class's counters, since those save the class row
-(``taken_g``/``taken_units``). Entries are written under the version current when they were
-built, so a commit makes every older entry unreachable at once: one ``INCR`` per change, no
-key scanning.
+(``taken_g``/``taken_units``). Each entry is stored with the version current when its build
+started and is served only while that is still the current version, so a commit makes every
+older entry unusable at once: one ``INCR`` per change, no key scanning. The version and the
+entry are read together in one round trip (``get_many``); an entry written late under an
+older version can overwrite a newer one, which only costs the next reader a rebuild.
 
 A hold past its expiry frees capacity without any write (the catalogue counts it free from
 the clock), so nothing bumps the version then; entries therefore live at most
@@ -73,21 +75,25 @@ def catalogue_changed() -> None:
     transaction.on_commit(_bump, robust=True)
 
 
-def catalogue_key(name: str, parts: tuple[str, ...], *, version: int) -> str:
+def catalogue_key(name: str, parts: tuple[str, ...]) -> str:
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-    return f"catalogue:{version}:{name}:{digest}"
+    return f"catalogue:{name}:{digest}"
 
 
-def _request_version(request: Any) -> int:
-    """The version, read once per request (a page has several fragments): within one request
-    every fragment then belongs to the same version."""
-    if request is None:
-        return catalogue_version()
+def _read(key: str, request: Any) -> tuple[int, Any]:
+    """The current version and the entry at ``key``, in one round trip. With ``request`` the
+    version is read once per request (a page has several fragments): within one request every
+    fragment then belongs to the same version."""
     version = getattr(request, "_catalogue_version", None)
+    if version is not None:
+        return int(version), cache.get(key)
+    found = cache.get_many([VERSION_KEY, key])
+    version = found.get(VERSION_KEY)
     if version is None:
         version = catalogue_version()
+    if request is not None:
         request._catalogue_version = version
-    return int(version)
+    return int(version), found.get(key)
 
 
 def catalogue_cached(
@@ -100,17 +106,18 @@ def catalogue_cached(
     seconds = cache_seconds()
     if seconds <= 0:
         return build()
+    key = catalogue_key(name, parts)
     try:
-        key = catalogue_key(name, parts, version=_request_version(request))
-        hit: Any = cache.get(key)
+        version, entry = _read(key, request)
     except Exception:
         logger.warning("catalogue cache unavailable; building from the database", exc_info=True)
         return build()
-    if hit is not None:
+    if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == version:
+        hit: T = entry[1]
         return hit
     value = build()
     try:
-        cache.set(key, value, seconds)
+        cache.set(key, (version, value), seconds)
     except Exception:
         logger.warning("catalogue cache unavailable; not storing", exc_info=True)
     return value
