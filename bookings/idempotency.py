@@ -114,15 +114,14 @@ def _claim(*, api_key: ApiKey, key: str, path: str, digest: str) -> IdempotencyR
     for _attempt in range(_CLAIM_ATTEMPTS):
         now = timezone.now()
         try:
-            with transaction.atomic():
-                return IdempotencyRecord.objects.create(
-                    api_key=api_key,
-                    key=key,
-                    path=path,
-                    request_digest=digest,
-                    state=IdempotencyState.IN_PROGRESS,
-                    created_at=now,
-                )
+            return _insert_claim(
+                api_key=api_key,
+                key=key,
+                path=path,
+                request_digest=digest,
+                state=IdempotencyState.IN_PROGRESS,
+                created_at=now,
+            )
         except IntegrityError:
             existing = IdempotencyRecord.objects.filter(api_key=api_key, key=key, path=path).first()
         if existing is None:
@@ -158,6 +157,17 @@ def _claim(*, api_key: ApiKey, key: str, path: str, digest: str) -> IdempotencyR
         code="idempotency_key_in_use",
         detail=_("Other requests with this Idempotency-Key are running; retry in a moment."),
     )
+
+
+def _insert_claim(**fields: Any) -> IdempotencyRecord:
+    """The claim's INSERT, committed at once. Outside a transaction (a request) it is one
+    statement in autocommit, its own transaction: no BEGIN and COMMIT round trips, and a lost
+    race leaves no transaction to roll back. Inside one (tests, a caller's atomic block) it
+    needs a savepoint, so that a lost race does not break the caller's transaction."""
+    if transaction.get_connection().in_atomic_block:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(**fields)
+    return IdempotencyRecord.objects.create(**fields)
 
 
 def _is_stale(record: IdempotencyRecord, *, now: datetime, ttl: timedelta) -> bool:
