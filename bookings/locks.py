@@ -12,4 +12,5 @@ def booking_qs_for_update() -> QuerySet[Booking]:
 
 
 def organisation_qs_for_update() -> QuerySet[Organisation]:
-    return Organisation.objects.order_by("pk").select_for_update(of=("self",))
+    # FOR NO KEY UPDATE, as the slot class's (marketplace/locks.py says why).
+    return Organisation.objects.order_by("pk").select_for_update(of=("self",), no_key=True)

@@ -242,10 +242,13 @@ def _expire_lapsed_serialised(slot_class_id: int, *, now: datetime) -> tuple[int
     return count, totals["mass"] or 0, totals["units"] or 0
 
 
+REFERENCE_ATTEMPTS = 12
+
+
 def _create_with_reference(**fields: object) -> Booking:
     """Insert a booking under a fresh random reference; the unique index decides, so two
     concurrent holds can never share one (no read-then-write)."""
-    for _attempt in range(12):
+    for _attempt in range(REFERENCE_ATTEMPTS):
         try:
             with transaction.atomic():
                 return Booking.objects.create(reference=new_reference(), **fields)
@@ -322,79 +325,112 @@ def booking_hold(
     minutes = hold_minutes or slot_class.hold_minutes_for(channel)
     customer = customer or CustomerInput()
 
-    with transaction.atomic():
-        locked = slot_class_qs_for_update().get(pk=slot_class_id)
-        # The mission and plan read above come along (holds change neither), so showing the
-        # new booking reads nothing back (``selectors.booking_as_held``).
-        locked.mission = mission
-        locked.payment_plan = slot_class.payment_plan
-        # Lock order is class → organisation → booking: the organisation is locked before
-        # releasing lapsed holds row-locks bookings (an on-account confirm holds the
-        # organisation and waits for a booking).
-        org = (
-            organisation_qs_for_update().get(pk=organisation.pk)
-            if organisation.held_mass_cap_g is not None
-            else None
-        )
-        _release_lapsed_holds(locked, now=now)
-        available_g = locked.capacity_g - locked.taken_g
-        available_units = (
-            (locked.capacity_units or 0) - locked.taken_units if locked.is_per_unit else None
-        )
-        if mass_g > available_g or (
-            available_units is not None and (quantity or 0) > available_units
-        ):
-            raise InsufficientCapacity(available_g=available_g, available_units=available_units)
-        if org is not None:
-            held = (
-                Booking.objects.live_holds(now)
-                .filter(organisation=org)
-                .aggregate(total=Sum("mass_g"))["total"]
-                or 0
-            )
-            if org.held_mass_cap_g is not None and held + mass_g > org.held_mass_cap_g:
-                raise HoldLimitExceeded(
-                    f"Holding {mass_g} g more would pass your cap of {org.held_mass_cap_g} g "
-                    f"of unpaid holds ({held} g held now)."
+    fields = {
+        "organisation": organisation,
+        "created_by": actor.user,
+        "api_key": actor.api_key,
+        "channel": channel,
+        "slot_class": slot_class,
+        "mass_g": mass_g,
+        "quantity": quantity,
+        "currency": currency,
+        "price_amount": price.amount,
+        "status": BookingStatus.HELD,
+        "hold_expires_at": now + timedelta(minutes=minutes),
+        "customer_name": customer.name,
+        "customer_email": customer.email,
+        "customer_organisation": customer.organisation,
+        "terms_version": terms_version,
+        "terms_accepted_at": now if terms_version else None,
+        "created_at": now,
+    }
+    for _attempt in range(REFERENCE_ATTEMPTS):
+        reference = new_reference()
+        try:
+            with transaction.atomic():
+                booking = Booking.objects.create(reference=reference, **fields)
+                # Deposit and instalments for a class with a payment plan (nothing otherwise).
+                plans.instalments_create(booking, slot_class, now=now)
+                declaration = PayloadDeclaration(booking=booking, **_payload_fields(payload))
+                payload_review_initial(booking, declaration)  # declared, complete, or a review
+                declaration.save()
+                event = _event(
+                    booking,
+                    type=EventType.BOOKING_HELD,
+                    actor=actor,
+                    to_status=BookingStatus.HELD,
+                    data={"mass_g": mass_g, "quantity": quantity, "price": price.as_dict()},
+                    now=now,
                 )
-        locked.taken_g += mass_g
-        locked.taken_units += quantity or 0
-        locked.save(update_fields=["taken_g", "taken_units"])
-        booking = _create_with_reference(
-            organisation=organisation,
-            created_by=actor.user,
-            api_key=actor.api_key,
-            channel=channel,
-            slot_class=locked,
-            mass_g=mass_g,
-            quantity=quantity,
-            currency=currency,
-            price_amount=price.amount,
-            status=BookingStatus.HELD,
-            hold_expires_at=now + timedelta(minutes=minutes),
-            customer_name=customer.name,
-            customer_email=customer.email,
-            customer_organisation=customer.organisation,
-            terms_version=terms_version,
-            terms_accepted_at=now if terms_version else None,
-            created_at=now,
+                _notify(booking, event)
+                _take_capacity(slot_class, booking, now=now)
+        except IntegrityError:
+            # The unique index on the reference decides (no read-then-write); a collision
+            # rolled the whole attempt back and is retried under a new reference, without a
+            # savepoint around every insert.
+            if Booking.objects.filter(reference=reference).exists():
+                continue
+            raise
+        logger.info("booking %s held", booking.reference, extra={"booking": booking.reference})
+        return booking
+    raise RuntimeError("could not find a free booking reference")
+
+
+def _take_capacity(slot_class: SlotClass, booking: Booking, *, now: datetime) -> None:
+    """The last step of ``booking_hold``, so the class's row lock is held only from here to
+    the commit: lock the class (FOR NO KEY UPDATE, which the FOR KEY SHARE locks that the
+    booking's, payload's and event's foreign keys took do not block), then the organisation
+    if it caps held mass (lock order class → organisation), release lapsed holds, check
+    capacity and the cap against what is committed, and raise the counters. Raises
+    ``InsufficientCapacity`` or ``HoldLimitExceeded``; the caller's transaction then rolls
+    the booking back."""
+    organisation = booking.organisation
+    counters = (
+        slot_class_qs_for_update()
+        .filter(pk=slot_class.pk)
+        .values_list("capacity_g", "taken_g", "capacity_units", "taken_units")
+        .get()
+    )
+    # Read again under the lock: everything else about the class was checked before it.
+    (
+        slot_class.capacity_g,
+        slot_class.taken_g,
+        slot_class.capacity_units,
+        slot_class.taken_units,
+    ) = counters
+    # The organisation is locked before releasing lapsed holds row-locks bookings (an
+    # on-account confirm holds the organisation and waits for a booking).
+    org = (
+        organisation_qs_for_update().get(pk=organisation.pk)
+        if organisation.held_mass_cap_g is not None
+        else None
+    )
+    _release_lapsed_holds(slot_class, now=now)
+    mass_g, quantity = booking.mass_g, booking.quantity or 0
+    available_g = slot_class.capacity_g - slot_class.taken_g
+    available_units = (
+        (slot_class.capacity_units or 0) - slot_class.taken_units
+        if slot_class.is_per_unit
+        else None
+    )
+    if mass_g > available_g or (available_units is not None and quantity > available_units):
+        raise InsufficientCapacity(available_g=available_g, available_units=available_units)
+    if org is not None and org.held_mass_cap_g is not None:
+        held = (
+            Booking.objects.live_holds(now)
+            .filter(organisation=org)
+            .exclude(pk=booking.pk)
+            .aggregate(total=Sum("mass_g"))["total"]
+            or 0
         )
-        # Deposit and instalments for a class with a payment plan (nothing otherwise).
-        plans.instalments_create(booking, slot_class, now=now)
-        declaration = PayloadDeclaration(booking=booking, **_payload_fields(payload))
-        payload_review_initial(booking, declaration)  # declared, data complete, or a review
-        declaration.save()
-        event = _event(
-            booking,
-            type=EventType.BOOKING_HELD,
-            actor=actor,
-            to_status=BookingStatus.HELD,
-            data={"mass_g": mass_g, "quantity": quantity, "price": price.as_dict()},
-            now=now,
-        )
-        _notify(booking, event)
-    logger.info("booking %s held", booking.reference, extra={"booking": booking.reference})
-    return booking
+        if held + mass_g > org.held_mass_cap_g:
+            raise HoldLimitExceeded(
+                f"Holding {mass_g} g more would pass your cap of {org.held_mass_cap_g} g "
+                f"of unpaid holds ({held} g held now)."
+            )
+    slot_class.taken_g += mass_g
+    slot_class.taken_units += quantity
+    slot_class.save(update_fields=["taken_g", "taken_units"])
 
 
 def _outstanding_on_account(organisation: Organisation, currency: str) -> int:

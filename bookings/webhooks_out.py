@@ -62,6 +62,7 @@ from django.utils.translation import gettext as _
 from accounts.models import Organisation
 from bookings import services
 from bookings.exceptions import BookingValidationError
+from bookings.locks import organisation_qs_for_update
 from bookings.models import (
     BookingEvent,
     OutboxMessage,
@@ -188,7 +189,7 @@ def webhook_endpoint_create(
         raise BookingValidationError({"url": [problem]})
     with transaction.atomic():
         # Serialises registrations of one organisation, so the count below holds.
-        list(Organisation.objects.select_for_update().filter(pk=organisation.pk).values("pk"))
+        list(organisation_qs_for_update().filter(pk=organisation.pk).values("pk"))
         if WebhookEndpoint.objects.filter(organisation=organisation).count() >= (
             MAX_ENDPOINTS_PER_ORGANISATION
         ):

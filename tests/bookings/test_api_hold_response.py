@@ -65,6 +65,8 @@ def test_a_hold_costs_a_pinned_number_of_queries(django_assert_max_num_queries: 
     place_hold(client, deck)  # the key's first use writes last_used_at once
 
     body = {"slot_class": deck.pk, "mass_g": 1000, "currency": "JPY"}
-    with django_assert_max_num_queries(23):
+    # Was 26 with the read-back and a savepoint around each insert that may fail; 17 in a
+    # request, plus the claim's savepoint that only a test's enclosing transaction needs.
+    with django_assert_max_num_queries(19):
         response = client.post(BOOKINGS, body, format="json", HTTP_IDEMPOTENCY_KEY="sale-1")
     assert_matches_schema(response, BOOKINGS, "post", 201)

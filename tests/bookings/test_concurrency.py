@@ -24,7 +24,7 @@ from pytest_django import Settings
 from accounts.models import Organisation
 from accounts.services import api_key_issue
 from bookings import services
-from bookings.exceptions import InsufficientCapacity
+from bookings.exceptions import HoldLimitExceeded, InsufficientCapacity
 from bookings.models import CAPACITY_STATUSES, Booking, BookingEvent, BookingStatus
 from marketplace.models import SlotClass
 from tests.bookings.api_helpers import BOOKINGS, bearer_client
@@ -547,6 +547,30 @@ def test_capped_hold_racing_an_on_account_confirm_does_not_deadlock() -> None:
     assert booking.status == BookingStatus.CONFIRMED
     assert held.value is not None
     assert counters(slot_class.pk) == live_totals(slot_class.pk) == (2 * SIZE_G, 0)
+
+
+def test_one_capped_organisation_racing_on_two_classes_stops_exactly_at_its_cap() -> None:
+    """A hold writes its rows first and locks the class and then the organisation last:
+    nothing deadlocks, and the cap (checked under the organisation's lock against what is
+    committed, leaving out the racer's own uncommitted booking) lets exactly its worth of
+    holds through, whichever class they are on."""
+    cap_holds = 10
+    reseller = ResellerFactory.create(held_mass_cap_g=cap_holds * SIZE_G)
+    classes = [SlotClassFactory.create() for _ in range(2)]
+    now = timezone.now()
+    calls = [partial(hold, classes[i % 2], reseller, now=now, mass_g=SIZE_G) for i in range(RACERS)]
+
+    outcomes = run_together(calls)
+
+    held = [o for o in outcomes if o.error is None]
+    refused = [o for o in outcomes if isinstance(o.error, HoldLimitExceeded)]
+    others = [o.error for o in outcomes if o.error is not None and o not in refused]
+    assert others == []
+    assert len(held) == cap_holds
+    assert len(refused) == RACERS - cap_holds
+    assert sum(live_totals(c.pk)[0] for c in classes) == cap_holds * SIZE_G
+    for slot_class in classes:
+        assert counters(slot_class.pk) == live_totals(slot_class.pk)
 
 
 def test_helpers_close_every_thread_connection(racers: list[Organisation]) -> None:
