@@ -39,6 +39,10 @@ from django.db.models.signals import post_delete, post_save
 logger = logging.getLogger(__name__)
 
 VERSION_KEY = "catalogue:version"
+# A view puts this in a template's context, true, when the page shows something asked for in
+# this request (a quote): its ``{% catalogue_fragment %}`` blocks are then rendered afresh,
+# neither read from nor stored in the cache.
+UNCACHED_FRAGMENTS = "uncached_fragments"
 T = TypeVar("T")
 
 
@@ -96,6 +100,35 @@ def _read(key: str, request: Any) -> tuple[int, Any]:
     return int(version), found.get(key)
 
 
+def catalogue_lookup(
+    name: str, parts: tuple[str, ...], *, request: Any = None
+) -> tuple[bool, Any, int | None]:
+    """``(found, value, version)`` for ``name`` and ``parts`` at the current version: give
+    ``version`` back to ``catalogue_store`` with the value built on a miss. ``version`` is
+    None when the cache is off or unavailable (then nothing is stored)."""
+    if cache_seconds() <= 0:
+        return False, None, None
+    try:
+        version, entry = _read(catalogue_key(name, parts), request)
+    except Exception:
+        logger.warning("catalogue cache unavailable; building from the database", exc_info=True)
+        return False, None, None
+    if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == version:
+        return True, entry[1], version
+    return False, None, version
+
+
+def catalogue_store(name: str, parts: tuple[str, ...], value: Any, *, version: int | None) -> None:
+    """Store ``value`` built after ``catalogue_lookup`` returned ``version``."""
+    seconds = cache_seconds()
+    if version is None or seconds <= 0:
+        return
+    try:
+        cache.set(catalogue_key(name, parts), (version, value), seconds)
+    except Exception:
+        logger.warning("catalogue cache unavailable; not storing", exc_info=True)
+
+
 def catalogue_cached(
     name: str, parts: tuple[str, ...], build: Callable[[], T], *, request: Any = None
 ) -> T:
@@ -103,23 +136,12 @@ def catalogue_cached(
     value depends on) at the current catalogue version, built at most once per version and
     per ``MOONSLOT_CATALOGUE_CACHE_SECONDS``. With ``request``, the version is read once for
     all of that request's fragments."""
-    seconds = cache_seconds()
-    if seconds <= 0:
-        return build()
-    key = catalogue_key(name, parts)
-    try:
-        version, entry = _read(key, request)
-    except Exception:
-        logger.warning("catalogue cache unavailable; building from the database", exc_info=True)
-        return build()
-    if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == version:
-        hit: T = entry[1]
-        return hit
+    found, hit, version = catalogue_lookup(name, parts, request=request)
+    if found:
+        cached: T = hit
+        return cached
     value = build()
-    try:
-        cache.set(key, (version, value), seconds)
-    except Exception:
-        logger.warning("catalogue cache unavailable; not storing", exc_info=True)
+    catalogue_store(name, parts, value, version=version)
     return value
 
 

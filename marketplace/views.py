@@ -19,7 +19,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from marketplace import selectors
-from marketplace.cache import cache_seconds, catalogue_cached
+from marketplace.cache import UNCACHED_FRAGMENTS, cache_seconds, catalogue_cached
 from marketplace.forms import MassUnit, QuoteForm
 from marketplace.models import Mission, MissionStatus, SlotClass
 from marketplace.money import Currency
@@ -72,7 +72,12 @@ def mission_detail(request: HttpRequest, code: str) -> HttpResponse:
         lazy = {key: SimpleLazyObject(functools.partial(_item, built, key)) for key in _DETAIL_KEYS}
         context: dict[str, object] = {"mission_code": code, **lazy}
     else:
-        context = {"mission_code": code, **_detail_context(request, code, now)}
+        # A quote is this visitor's own: the fragments around it are not shared either way.
+        context = {
+            "mission_code": code,
+            UNCACHED_FRAGMENTS: True,
+            **_detail_context(request, code, now),
+        }
     return render(request, "marketplace/mission_detail.html", context)
 
 

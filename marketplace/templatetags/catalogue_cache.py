@@ -3,8 +3,9 @@ template, rendered once per catalogue version (``marketplace.cache``) and per la
 display currency, time zone and signed-in-or-not, plus any ``value`` given (a mission code).
 
 Whatever the fragment shows must come from the catalogue and from those keys only: it is
-served to everyone with the same keys. Views pass querysets and lazy objects, so a cached
-fragment costs no query at all.
+served to everyone with the same keys. A page showing something of one request's own (a quote)
+sets ``uncached_fragments`` in its context, and its fragments are rendered afresh. Views pass
+querysets and lazy objects, so a cached fragment costs no query at all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
 
-from marketplace.cache import catalogue_cached
+from marketplace.cache import UNCACHED_FRAGMENTS, catalogue_cached
 from marketplace.views import preferred_currency
 
 register = template.Library()
@@ -28,6 +29,8 @@ class CatalogueFragmentNode(template.Node):
         self.vary = vary
 
     def render(self, context: template.Context) -> SafeString:
+        if context.get(UNCACHED_FRAGMENTS):
+            return mark_safe(self.nodelist.render(context))  # noqa: S308 (as below)
         request = context.get("request")
         user = getattr(request, "user", None)
         language = get_language() or ""

@@ -239,3 +239,19 @@ def test_an_entry_built_under_an_older_version_is_built_again() -> None:
     assert catalogue_cache.catalogue_cached("probe", ("a",), build("second")) == "second"
     assert catalogue_cache.catalogue_cached("probe", ("a",), build("unused")) == "second"
     assert builds == ["first", "second"]
+
+
+def test_a_quote_is_neither_hidden_by_the_cached_page_nor_shown_to_the_next_visitor(
+    client: Client, deck: SlotClass
+) -> None:
+    url = reverse("marketplace:mission-detail", args=[deck.mission.code])
+    asked = {"slot_class": str(deck.pk), "mass": "12.5", "unit": "kg"}
+    client.get(url)  # the page's fragments are cached
+
+    quoted = client.get(url, asked).content.decode()
+    assert 'value="12.5"' in quoted
+    assert 'value="12.5"' not in client.get(url).content.decode()
+
+    catalogue_cache._bump()
+    assert 'value="12.5"' in client.get(url, asked).content.decode()  # asked first this time
+    assert 'value="12.5"' not in client.get(url).content.decode()
