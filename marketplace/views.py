@@ -23,6 +23,7 @@ from marketplace.cache import UNCACHED_FRAGMENTS, cache_seconds, catalogue_cache
 from marketplace.forms import MassUnit, QuoteForm
 from marketplace.models import Mission, MissionStatus, SlotClass
 from marketplace.money import Currency
+from marketplace.page_cache import anonymous_page_cache
 
 # Quotes are offered while a mission can still be sold; once sales close a price would only
 # mislead.
@@ -43,6 +44,7 @@ def preferred_currency(language: str) -> str:
     return Currency.JPY if language.startswith("ja") else Currency.USD
 
 
+@anonymous_page_cache("mission-list")
 def mission_list(request: HttpRequest) -> HttpResponse:
     # Lazy, not even a queryset yet: the template evaluates it only if its cached fragment is
     # stale, and building the annotated queryset alone costs more than serving the cached page.
@@ -54,6 +56,7 @@ def mission_list(request: HttpRequest) -> HttpResponse:
 _DETAIL_KEYS = ("mission", "panels", "schedule_changes", "bookable", "quotable", "quote_error")
 
 
+@anonymous_page_cache("mission-detail")
 def mission_detail(request: HttpRequest, code: str) -> HttpResponse:
     now = timezone.now()
     if cache_seconds() > 0 and "slot_class" not in request.GET:
