@@ -160,7 +160,9 @@ class _WindowCounter(SimpleRateThrottle):
     last ``duration`` seconds. Two cache round trips whatever the rate (a ``get_many`` and,
     for an allowed request, an ``incr``), instead of DRF's list of every request's time,
     which is read, trimmed, pickled and written back on every request (1,200 floats for
-    1200/min). Refused requests are not counted."""
+    1200/min); with Redis (``config.cache.RedisCache.window_hit``) one, a script that checks
+    and counts atomically, so concurrent requests cannot overshoot the rate either. Refused
+    requests are not counted."""
 
     num_requests: int
     duration: int
@@ -177,6 +179,17 @@ class _WindowCounter(SimpleRateThrottle):
         self.now = self.timer()
         window = int(self.now // self.duration)
         current_key, previous_key = f"{self.key}:{window}", f"{self.key}:{window - 1}"
+        window_hit = getattr(self.cache, "window_hit", None)
+        if window_hit is not None:
+            # Redis (config.cache): the same check and count in one atomic round trip.
+            allowed, self.current, self.previous = window_hit(
+                current_key,
+                previous_key,
+                limit=self.num_requests,
+                weight=1 - (self.now % self.duration) / self.duration,
+                timeout=2 * self.duration,
+            )
+            return True if allowed else self.throttle_failure()
         counts = self.cache.get_many([current_key, previous_key])
         self.current = int(counts.get(current_key, 0))
         self.previous = int(counts.get(previous_key, 0))

@@ -63,7 +63,40 @@ class SharedClientRedisCacheClient(RedisCacheClient):
         return int(value)
 
 
+# A sliding-window throttle's check and count in one step (config.api): the current and
+# previous windows' counters (plain integers, as Django stores ints), refused if the estimate
+# plus this request exceeds the limit, otherwise the current window counts one more (created
+# with its expiry). Returns {allowed, current before this request, previous}.
+_WINDOW_HIT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current + previous * tonumber(ARGV[2]) + 1 > tonumber(ARGV[1]) then
+    return {0, current, previous}
+end
+if redis.call('INCR', KEYS[1]) == 1 then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return {1, current, previous}
+"""
+
+
 class RedisCache(DjangoRedisCache):
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = SharedClientRedisCacheClient
+        self._window_script: Any = None
+
+    def window_hit(
+        self, current_key: str, previous_key: str, *, limit: int, weight: float, timeout: int
+    ) -> tuple[bool, int, int]:
+        """One round trip, atomic, for ``config.api``'s sliding-window throttle: whether one
+        more request fits (``current + previous × weight + 1 <= limit``), counting it in
+        ``current_key`` if so, and the two counts as they were before it."""
+        keys = [self.make_and_validate_key(current_key), self.make_and_validate_key(previous_key)]
+        client = self._cache.get_client(keys[0], write=True)
+        if self._window_script is None:
+            self._window_script = client.register_script(_WINDOW_HIT)
+        allowed, current, previous = self._window_script(
+            keys=keys, args=[limit, repr(weight), timeout], client=client
+        )
+        return bool(allowed), int(current), int(previous)

@@ -1,8 +1,10 @@
 """The API's throttles count requests in a sliding window of two integer counters (one cache
-increment per allowed request, whatever the rate), on a clock the tests set."""
+increment per allowed request, whatever the rate), on a clock the tests set; with any cache
+and with Redis's one-round-trip script (config/cache.py)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from django.core.cache import cache
 from django.test import override_settings
 from rest_framework.throttling import SimpleRateThrottle
 
+from tests.conftest import redis_url
 from tests.factories import MissionFactory
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +27,21 @@ class Clock:
 
     def __call__(self) -> float:
         return self.at
+
+
+@pytest.fixture(autouse=True, params=["any cache", "redis"])
+def throttle_cache(request: pytest.FixtureRequest, settings: Any) -> None:
+    if request.param == "redis":
+        url = redis_url()
+        if url is None:
+            pytest.skip("needs a reachable Redis (REDIS_URL)")
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "config.cache.RedisCache",
+                "LOCATION": url,
+                "KEY_PREFIX": f"test-throttle-{uuid.uuid4().hex}",
+            }
+        }
 
 
 @pytest.fixture
