@@ -26,6 +26,10 @@ from bookings.exceptions import TransientError
     retry_backoff=True,
     retry_backoff_max=600,
     max_retries=8,
+    # Nobody reads its result: without this, every dispatch (one per hold, in the request,
+    # after the commit) also subscribed the web process to the result's Redis channel, and
+    # the worker stored a result nobody fetches.
+    ignore_result=True,
 )
 def outbox_process_task(message_id: int) -> bool:
     return outbox.outbox_process(message_id=message_id)
