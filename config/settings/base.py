@@ -7,6 +7,7 @@ without its secrets.
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.utils.translation import gettext_lazy as _
@@ -75,20 +76,33 @@ TEMPLATES = [
     },
 ]
 
+
 # --- Database -------------------------------------------------------------------------
-DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-}
-DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite ignores SELECT … FOR UPDATE; taking the write lock when a transaction starts
-    # (and waiting for it) serialises concurrent bookings instead of failing them with
-    # "database is locked" half-way through.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"transaction_mode": "IMMEDIATE", "timeout": 20}
-    )
+def database_settings(**url_options: Any) -> dict[str, Any]:
+    """``DATABASE_URL`` with what every environment adds to it (production passes no default,
+    so a missing URL is an error there)."""
+    database: dict[str, Any] = env.db("DATABASE_URL", **url_options)
+    database["ATOMIC_REQUESTS"] = False  # services own their transactions
+    database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    database["CONN_HEALTH_CHECKS"] = True
+    options = database.setdefault("OPTIONS", {})
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # SQLite ignores SELECT … FOR UPDATE; taking the write lock when a transaction starts
+        # (and waiting for it) serialises concurrent bookings instead of failing them with
+        # "database is locked" half-way through.
+        options.update({"transaction_mode": "IMMEDIATE", "timeout": 20})
+    elif database["ENGINE"] == "django.db.backends.postgresql" and env.bool(
+        "DATABASE_PREPARED_STATEMENTS", default=True
+    ):
+        # Parameters bound by the server, and a statement run five times on a connection is
+        # prepared: PostgreSQL stops re-planning the same hold, idempotency and lookup
+        # queries on every request (the sale-opening benchmark: README, Benchmarks). Needs a
+        # session per connection: switch it off behind a transaction-pooling PgBouncer.
+        options.update({"server_side_binding": True, "prepare_threshold": 5})
+    return database
+
+
+DATABASES = {"default": database_settings(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------
