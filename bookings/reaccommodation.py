@@ -680,8 +680,8 @@ def _move(
     source.taken_units -= booking.quantity or 0
     locked_target.taken_g += booking.mass_g
     locked_target.taken_units += booking.quantity or 0
-    source.save(update_fields=["taken_g", "taken_units"])
-    locked_target.save(update_fields=["taken_g", "taken_units"])
+    source.save_counters()
+    locked_target.save_counters()
     booking.slot_class = target
     booking.save(update_fields=["slot_class", "updated_at"])
     waitlist_offer_freed_capacity(source, now=now)
@@ -772,7 +772,7 @@ def booking_cancel_full_refund(
         booking.save(update_fields=["status", "cancelled_at", "refund_amount", "updated_at"])
         slot_class.taken_g -= booking.mass_g
         slot_class.taken_units -= booking.quantity or 0
-        slot_class.save(update_fields=["taken_g", "taken_units"])
+        slot_class.save_counters()
         waitlist_offer_freed_capacity(slot_class, now=now)
         event = _event(
             booking,

@@ -52,7 +52,7 @@ from bookings.outbox import outbox_write
 from bookings.review import material_snapshot, payload_review_initial, payload_review_route
 from bookings.screening import booking_screening_check
 from bookings.validation import CustomerInput, PayloadInput, check_payload, check_quantity
-from marketplace.locks import slot_class_qs_for_update
+from marketplace.locks import slot_class_counters_for_update, slot_class_qs_for_update
 from marketplace.models import CancellationTier, Channel, MissionStatus, SlotClass
 from marketplace.money import Money
 
@@ -166,7 +166,7 @@ def _release_lapsed_holds(slot_class: SlotClass, *, now: datetime) -> int:
         return 0
     slot_class.taken_g -= mass
     slot_class.taken_units -= units
-    slot_class.save(update_fields=["taken_g", "taken_units"])
+    slot_class.save_counters()
     outbox_write(
         topic="bookings.expired",
         payload={"slot_class_id": slot_class.pk, "expired_at": now.isoformat()},
@@ -306,7 +306,7 @@ def booking_hold(
     # Everything that needs no lock is checked before taking one.
     slot_class = (
         SlotClass.objects.select_related("mission", "position", "payment_plan")
-        .prefetch_related("prices")
+        .with_price_in(currency)
         .get(pk=slot_class_id)
     )
     if not slot_class.sells_on(channel):
@@ -385,12 +385,7 @@ def _take_capacity(slot_class: SlotClass, booking: Booking, *, now: datetime) ->
     ``InsufficientCapacity`` or ``HoldLimitExceeded``; the caller's transaction then rolls
     the booking back."""
     organisation = booking.organisation
-    counters = (
-        slot_class_qs_for_update()
-        .filter(pk=slot_class.pk)
-        .values_list("capacity_g", "taken_g", "capacity_units", "taken_units")
-        .get()
-    )
+    counters = slot_class_counters_for_update(slot_class.pk)
     # Read again under the lock: everything else about the class was checked before it.
     (
         slot_class.capacity_g,
@@ -430,7 +425,7 @@ def _take_capacity(slot_class: SlotClass, booking: Booking, *, now: datetime) ->
             )
     slot_class.taken_g += mass_g
     slot_class.taken_units += quantity
-    slot_class.save(update_fields=["taken_g", "taken_units"])
+    slot_class.save_counters()
 
 
 def _outstanding_on_account(organisation: Organisation, currency: str) -> int:
@@ -592,7 +587,7 @@ def _booking_cancel_in_current_class(
         plans.instalments_cancel(booking)
         slot_class.taken_g -= booking.mass_g
         slot_class.taken_units -= booking.quantity or 0
-        slot_class.save(update_fields=["taken_g", "taken_units"])
+        slot_class.save_counters()
         event = _event(
             booking,
             type=EventType.BOOKING_CANCELLED,

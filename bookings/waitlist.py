@@ -333,7 +333,7 @@ def waitlist_offer_freed_capacity(slot_class: SlotClass, *, now: datetime) -> in
             free_units -= entry.quantity or 0
         offers += 1
     if offers:
-        slot_class.save(update_fields=["taken_g", "taken_units"])
+        slot_class.save_counters()
     return offers
 
 

@@ -524,6 +524,25 @@ class SlotClass(LocalisedNameMixin, models.Model):
         ]
         return [str(channel) for channel, sold in flags if sold]
 
+    def save_counters(self) -> None:
+        """Write ``taken_g`` and ``taken_units`` under the class's row lock (the caller holds
+        it), and move the catalogue cache on at commit as any save of the class does. One
+        hand-written UPDATE: every hold, cancel and expiry runs it while others wait for the
+        lock, and compiling ``save(update_fields=…)`` cost more than running it."""
+        from django.db import connection
+
+        from marketplace.cache import catalogue_changed
+
+        quote = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            cursor.execute(
+                # Names come from model metadata, values are parameters.
+                f"UPDATE {quote(self._meta.db_table)} SET taken_g = %s, taken_units = %s "  # noqa: S608
+                "WHERE id = %s",
+                [self.taken_g, self.taken_units, self.pk],
+            )
+        catalogue_changed()
+
     def sells_on(self, channel: str) -> bool:
         return channel in self.channels
 
@@ -566,7 +585,11 @@ class SlotClass(LocalisedNameMixin, models.Model):
         return [self.max_length_mm, self.max_width_mm, self.max_height_mm]
 
     def price_for(self, currency: str) -> Money | None:
-        """The price per kg or per unit in ``currency``; uses prefetched prices when present."""
+        """The price per kg or per unit in ``currency``; uses the ``with_price_in`` annotation
+        or prefetched prices when present."""
+        if getattr(self, "priced_currency", None) == currency:
+            amount = getattr(self, "priced_amount", None)
+            return None if amount is None else Money(int(amount), currency)
         for price in self.prices.all():
             if price.currency == currency:
                 return Money(price.amount, price.currency)
@@ -660,7 +683,9 @@ class SlotClassPrice(models.Model):
     )
 
     class Meta:
-        ordering = ["slot_class", "currency"]
+        # By the column: "slot_class" would order by the class's own ordering, joining the
+        # class and its mission into every prefetch of prices (one per hold).
+        ordering = ["slot_class_id", "currency"]
         verbose_name = _("price")
         constraints = [
             models.UniqueConstraint(
