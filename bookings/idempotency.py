@@ -18,12 +18,16 @@ How one keyed write runs:
      that claimed it died): the row is deleted (conditionally, so only one request does it)
      and the claim is tried again.
 
-2. **Run**, in one transaction: lock the claimed row, run the handler (its errors become their
-   error response through the view's ``handle_exception``), and store a 2xx or 4xx response in
-   the row *in the same transaction* as the service's writes. So a booking exists if and only
-   if its response was stored: a crash in between rolls both back, and the retry runs once.
-   The row lock also keeps a slow request's claim from being taken over as abandoned: the
-   takeover's conditional DELETE waits for the lock and then finds the row completed.
+2. **Run**, in one transaction: run the handler (its errors become their error response
+   through the view's ``handle_exception``), and store a 2xx or 4xx response in the row *in
+   the same transaction* as the service's writes. So a booking exists if and only if its
+   response was stored: a crash in between rolls both back, and the retry runs once. The
+   store is an UPDATE conditional on the claim still being this request's and in progress:
+   if a takeover (below) deleted it meanwhile, nothing is stored, the handler's writes roll
+   back and the answer is 409 ``idempotency_key_in_use``, so exactly one of the two runs
+   counts. (A lock taken on the claim before the handler would cost a query on every write
+   to guard against a request running for ``ABANDONED_AFTER``, which gunicorn never lets
+   happen.)
 
 3. A 5xx, a 429 or an exception that escapes (a bug) is not stored: the claim is deleted so
    a retry can run.
@@ -210,33 +214,36 @@ def run_idempotently(
     record = outcome
     try:
         with transaction.atomic():
-            claimed = list(
-                IdempotencyRecord.objects.select_for_update()
-                .filter(pk=record.pk, state=IdempotencyState.IN_PROGRESS)
-                .values_list("pk", flat=True)
-            )
-            if not claimed:  # taken over as abandoned while this request waited
-                raise ApiError(
-                    status_code=409,
-                    code="idempotency_key_in_use",
-                    detail=_("Another request with this Idempotency-Key took over; retry."),
-                )
             try:
                 response = handler()
             except Exception as exc:
                 response = handle_exception(exc)
             if _storable(response.status_code):
-                IdempotencyRecord.objects.filter(pk=record.pk).update(
+                stored = IdempotencyRecord.objects.filter(
+                    pk=record.pk, state=IdempotencyState.IN_PROGRESS
+                ).update(
                     state=IdempotencyState.COMPLETED,
                     response_status=response.status_code,
                     response_body=response.data,
                 )
+                if not stored:  # taken over as abandoned while this request ran
+                    raise _TakenOver
+    except _TakenOver:
+        raise ApiError(
+            status_code=409,
+            code="idempotency_key_in_use",
+            detail=_("Another request with this Idempotency-Key took over; retry."),
+        ) from None
     except BaseException:
         _release(record)
         raise
     if not _storable(response.status_code):
         _release(record)
     return response
+
+
+class _TakenOver(Exception):
+    """Rolls a request's writes back when its claim was taken over while it ran."""
 
 
 def idempotency_records_purge(*, now: datetime | None = None) -> int:

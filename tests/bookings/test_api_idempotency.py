@@ -23,6 +23,7 @@ from accounts.models import ApiKey, Organisation
 from accounts.services import api_key_issue
 from bookings.idempotency import ABANDONED_AFTER, request_digest, run_idempotently
 from bookings.models import Booking, BookingEvent, IdempotencyRecord, IdempotencyState
+from config.api import ApiError
 from marketplace.models import SlotClass
 from tests.bookings.api_helpers import (
     BOOKINGS,
@@ -402,6 +403,32 @@ def test_an_escaping_error_rolls_the_write_back_and_frees_the_key(reseller, deck
     assert not Booking.objects.exists()
     assert taken_g(deck) == 0
     assert not IdempotencyRecord.objects.exists()
+
+
+def test_a_claim_taken_over_while_its_request_ran_rolls_that_request_back(reseller, deck):
+    api_key = api_key_issue(organisation=reseller).api_key
+
+    def taken_over_meanwhile() -> Response:
+        service_hold(deck, reseller)
+        # What a takeover does to a claim that looks abandoned: delete it and claim anew.
+        IdempotencyRecord.objects.all().delete()
+        record(api_key, key="k", path=BOOKINGS, body={}, state=IdempotencyState.IN_PROGRESS)
+        return Response({"reference": "LOST"}, status=201)
+
+    with pytest.raises(ApiError) as refused:
+        run_idempotently(
+            keyed_request({}),
+            api_key=api_key,
+            handler=taken_over_meanwhile,
+            handle_exception=reraise,
+        )
+
+    assert refused.value.status_code == 409
+    assert refused.value.get_codes() == "idempotency_key_in_use"
+    # This run's writes rolled back with its lost claim; only the taker's claim is left.
+    assert not Booking.objects.exists()
+    assert taken_g(deck) == 0
+    assert IdempotencyRecord.objects.get().state == IdempotencyState.IN_PROGRESS
 
 
 def test_handler_errors_are_turned_into_their_response_before_storing(reseller):
