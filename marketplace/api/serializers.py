@@ -67,10 +67,13 @@ class BlankAsNullCharField(serializers.CharField):
 
 class Priced(Protocol):
     """Anything with ``amount`` (minor units) and ``currency``: ``SlotClassPrice``,
-    ``marketplace.money.Money``."""
+    ``marketplace.money.Money`` (frozen, hence read-only members)."""
 
-    amount: int
-    currency: str
+    @property
+    def amount(self) -> int: ...
+
+    @property
+    def currency(self) -> str: ...
 
 
 # Renders any ``Priced`` object, so booking prices and refunds can use it too. (The class
