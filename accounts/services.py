@@ -91,7 +91,11 @@ def api_key_authenticate(raw_key: str) -> ApiKey:
     match = API_KEY_PATTERN.match(raw_key)
     if match is None:
         raise InvalidApiKey("malformed")
-    api_key = ApiKey.objects.select_related("organisation").filter(prefix=match["prefix"]).first()
+    try:
+        # get() on the unique prefix: first() would add an ORDER BY and a LIMIT to compile.
+        api_key = ApiKey.objects.select_related("organisation").get(prefix=match["prefix"])
+    except ApiKey.DoesNotExist:
+        api_key = None
     if api_key is None or not hmac.compare_digest(api_key.digest, api_key_digest(raw_key)):
         raise InvalidApiKey("unknown")
     if api_key.revoked_at is not None:

@@ -304,11 +304,10 @@ def booking_hold(
     """
     now = now or timezone.now()
     # Everything that needs no lock is checked before taking one.
-    slot_class = (
-        SlotClass.objects.select_related("mission", "position", "payment_plan")
-        .with_price_in(currency)
-        .get(pk=slot_class_id)
+    slot_class = SlotClass.objects.select_related("mission", "position", "payment_plan").get(
+        pk=slot_class_id
     )
+    slot_class.load_price(currency)
     if not slot_class.sells_on(channel):
         raise ChannelNotAllowed(f"This class is not sold through the {Channel(channel).label}.")
     mission = slot_class.mission

@@ -32,18 +32,6 @@ class SlotClassQuerySet(models.QuerySet["SlotClass"]):
             lapsed_units=Coalesce(Subquery(lapsed_units), Value(0)),
         )
 
-    def with_price_in(self, currency: str) -> SlotClassQuerySet:
-        """Annotate the price in ``currency`` (null where the class has none), which
-        ``SlotClass.price_for(currency)`` then reads without a query of the prices: a hold
-        needs one price, not a prefetch of all of them."""
-        from marketplace.models import SlotClassPrice
-
-        amount = SlotClassPrice.objects.filter(slot_class=OuterRef("pk"), currency=currency)
-        return self.annotate(
-            priced_currency=Value(currency),
-            priced_amount=Subquery(amount.order_by().values("amount")[:1]),
-        )
-
     def for_catalogue(self, now: datetime) -> SlotClassQuerySet:
         return (
             self.with_availability(now)
