@@ -84,6 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--connections", type=int, default=16, help="wrk connections for the reads (16)"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        help=f"gunicorn sync workers ({WORKERS}, as the README runs production per 2 cores)",
+    )
+    parser.add_argument(
         "--clients",
         type=int,
         default=16,
@@ -142,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.duration <= 0
         or args.warmup < 0
         or args.connections < 1
+        or args.workers < 1
         or args.sale_holds < 1
         or args.manifest_bookings < 1
     ):
@@ -296,11 +303,11 @@ class Run:
             self.server = Gunicorn(
                 env=self.server_env(),
                 port=ctx.port,
-                workers=WORKERS,
+                workers=self.args.workers,
                 log_path=self.tmpdir / "gunicorn.log",
             )
             self.server.start()
-            say(f"gunicorn ready on 127.0.0.1:{ctx.port} ({WORKERS} sync workers)")
+            say(f"gunicorn ready on 127.0.0.1:{ctx.port} ({self.args.workers} sync workers)")
             ctx.meter = CpuMeter(
                 self.server.worker_pids, self._database_pids, on_thread_exit=_close_connection
             )
@@ -416,7 +423,7 @@ class Run:
                 else f"{database}{' + Redis' if self.redis_url else ''}: local tier — NOT "
                 "production figures (set DATABASE_URL=postgres://… and REDIS_URL=redis://…)"
             ),
-            "server": f"gunicorn {gunicorn.__version__}, {WORKERS} sync workers",
+            "server": f"gunicorn {gunicorn.__version__}, {self.args.workers} sync workers",
             "conn_max_age": settings.DATABASES["default"].get("CONN_MAX_AGE"),
             "debug": settings.DEBUG,
             "throttle_rates": dict(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]),
