@@ -27,6 +27,7 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     base.pop("DATABASE_URL", None)
     base.pop("REDIS_URL", None)
+    base.pop("DATABASE_PREPARED_STATEMENTS", None)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -83,3 +84,21 @@ def test_production_never_points_at_a_stripe_sandbox() -> None:
 def test_local_settings_need_no_environment_at_all() -> None:
     result = manage("check", env={"DJANGO_SETTINGS_MODULE": "config.settings.local"})
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(None, True), ("false", False)])
+def test_postgresql_prepares_statements_unless_switched_off(flag: str | None, expected: bool):
+    env = dict(PRODUCTION_ENV)
+    if flag is not None:
+        env["DATABASE_PREPARED_STATEMENTS"] = flag
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; o = settings.DATABASES['default']['OPTIONS']; "
+        "print(o.get('server_side_binding', False), o.get('prepare_threshold'))",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    binding, threshold = result.stdout.strip().splitlines()[-1].split()
+    assert binding == str(expected)
+    assert threshold == ("5" if expected else "None")
