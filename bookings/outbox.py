@@ -29,6 +29,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from bookings.models import OutboxMessage
+from config.db import insert_unless_conflict
 
 logger = logging.getLogger(__name__)
 
@@ -63,31 +64,12 @@ def outbox_write(
 
 
 def _insert_unless_written(message: OutboxMessage) -> int | None:
-    """``INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id``: the new row's id, or
-    None when its dedupe key was written already. One statement where a savepoint around an
-    insert that may fail took three (every hold writes a message); PostgreSQL and SQLite
-    (3.35+) both support it. The values are the fields' own, as ``save()`` would send them."""
-    connection = transaction.get_connection()
-    quote = connection.ops.quote_name
-    meta = OutboxMessage._meta
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    sql = (
-        # Names come from model metadata, values are parameters.
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({quote(meta.get_field('dedupe_key').column)}) DO NOTHING "
-        f"RETURNING {quote(meta.pk.column)}"
-    )
-    values = [field.get_db_prep_save(field.pre_save(message, True), connection) for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        row = cursor.fetchone()
-    if row is None:
+    """The new row's id, or None when its dedupe key was written already: one statement
+    where a savepoint around an insert that may fail took three (every hold writes a
+    message)."""
+    if not insert_unless_conflict(message, conflict="dedupe_key"):
         return None
-    message.pk = row[0]
-    message._state.adding = False
-    message._state.db = connection.alias
-    return int(row[0])
+    return int(message.pk)
 
 
 def outbox_dispatch(message_id: int) -> None:

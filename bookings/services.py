@@ -52,6 +52,7 @@ from bookings.outbox import outbox_write
 from bookings.review import material_snapshot, payload_review_initial, payload_review_route
 from bookings.screening import booking_screening_check
 from bookings.validation import CustomerInput, PayloadInput, check_payload, check_quantity
+from config.db import insert_unless_conflict
 from marketplace.locks import slot_class_counters_for_update, slot_class_qs_for_update
 from marketplace.models import CancellationTier, Channel, MissionStatus, SlotClass
 from marketplace.money import Money
@@ -247,13 +248,18 @@ REFERENCE_ATTEMPTS = 12
 
 def _create_with_reference(**fields: object) -> Booking:
     """Insert a booking under a fresh random reference; the unique index decides, so two
-    concurrent holds can never share one (no read-then-write)."""
+    concurrent holds can never share one (no read-then-write), and a collision is retried
+    under another without a savepoint (``insert_unless_conflict``)."""
+    booking = Booking(**fields)
+    _insert_with_fresh_reference(booking)
+    return booking
+
+
+def _insert_with_fresh_reference(booking: Booking) -> None:
     for _attempt in range(REFERENCE_ATTEMPTS):
-        try:
-            with transaction.atomic():
-                return Booking.objects.create(reference=new_reference(), **fields)
-        except IntegrityError:
-            continue
+        booking.reference = new_reference()
+        if insert_unless_conflict(booking, conflict="reference"):
+            return
     raise RuntimeError("could not find a free booking reference")
 
 
@@ -343,46 +349,44 @@ def booking_hold(
         "terms_accepted_at": now if terms_version else None,
         "created_at": now,
     }
-    for _attempt in range(REFERENCE_ATTEMPTS):
-        reference = new_reference()
-        try:
-            with transaction.atomic():
-                booking = Booking.objects.create(reference=reference, **fields)
-                # Deposit and instalments for a class with a payment plan (nothing otherwise).
-                plans.instalments_create(booking, slot_class, now=now)
-                declaration = PayloadDeclaration(booking=booking, **_payload_fields(payload))
-                payload_review_initial(booking, declaration)  # declared, complete, or a review
-                declaration.save()
-                event = _event(
-                    booking,
-                    type=EventType.BOOKING_HELD,
-                    actor=actor,
-                    to_status=BookingStatus.HELD,
-                    data={"mass_g": mass_g, "quantity": quantity, "price": price.as_dict()},
-                    now=now,
-                )
-                _notify(booking, event)
-                _take_capacity(slot_class, booking, now=now)
-        except IntegrityError:
-            # The unique index on the reference decides (no read-then-write); a collision
-            # rolled the whole attempt back and is retried under a new reference, without a
-            # savepoint around every insert.
-            if Booking.objects.filter(reference=reference).exists():
-                continue
-            raise
-        logger.info("booking %s held", booking.reference, extra={"booking": booking.reference})
-        return booking
-    raise RuntimeError("could not find a free booking reference")
+    booking = Booking(**fields)
+    # One transaction (the caller's, if it has one), no savepoint: the class is locked and
+    # capacity taken first, and a refusal leaves the block as a value, not an exception, so
+    # it rolls nothing back, least of all an enclosing Idempotency-Key transaction that
+    # must store the 409. Then the rows; a reference collision is answered by the insert.
+    with transaction.atomic(savepoint=False):
+        refusal = _take_capacity(slot_class, booking, now=now)
+        if refusal is None:
+            _insert_with_fresh_reference(booking)
+            # Deposit and instalments for a class with a payment plan (nothing otherwise).
+            plans.instalments_create(booking, slot_class, now=now)
+            declaration = PayloadDeclaration(booking=booking, **_payload_fields(payload))
+            payload_review_initial(booking, declaration)  # declared, complete, or a review
+            declaration.save()
+            event = _event(
+                booking,
+                type=EventType.BOOKING_HELD,
+                actor=actor,
+                to_status=BookingStatus.HELD,
+                data={"mass_g": mass_g, "quantity": quantity, "price": price.as_dict()},
+                now=now,
+            )
+            _notify(booking, event)
+    if refusal is not None:
+        raise refusal
+    logger.info("booking %s held", booking.reference, extra={"booking": booking.reference})
+    return booking
 
 
-def _take_capacity(slot_class: SlotClass, booking: Booking, *, now: datetime) -> None:
-    """The last step of ``booking_hold``, so the class's row lock is held only from here to
-    the commit: lock the class (FOR NO KEY UPDATE, which the FOR KEY SHARE locks that the
-    booking's, payload's and event's foreign keys took do not block), then the organisation
-    if it caps held mass (lock order class → organisation), release lapsed holds, check
-    capacity and the cap against what is committed, and raise the counters. Raises
-    ``InsufficientCapacity`` or ``HoldLimitExceeded``; the caller's transaction then rolls
-    the booking back."""
+def _take_capacity(
+    slot_class: SlotClass, booking: Booking, *, now: datetime
+) -> InsufficientCapacity | HoldLimitExceeded | None:
+    """For ``booking_hold``, before the booking's rows: lock the class (FOR NO KEY UPDATE,
+    which the FOR KEY SHARE locks that other bookings' foreign-key checks take do not block),
+    then the organisation if it caps held mass (lock order class → organisation), release
+    lapsed holds, check capacity and the cap against what is committed, and raise the
+    counters. The refusal is returned, not raised, and then nothing but the lapsed holds'
+    release was written."""
     organisation = booking.organisation
     counters = slot_class_counters_for_update(slot_class.pk)
     # Read again under the lock: everything else about the class was checked before it.
@@ -408,23 +412,23 @@ def _take_capacity(slot_class: SlotClass, booking: Booking, *, now: datetime) ->
         else None
     )
     if mass_g > available_g or (available_units is not None and quantity > available_units):
-        raise InsufficientCapacity(available_g=available_g, available_units=available_units)
+        return InsufficientCapacity(available_g=available_g, available_units=available_units)
     if org is not None and org.held_mass_cap_g is not None:
         held = (
             Booking.objects.live_holds(now)
             .filter(organisation=org)
-            .exclude(pk=booking.pk)
             .aggregate(total=Sum("mass_g"))["total"]
             or 0
         )
         if held + mass_g > org.held_mass_cap_g:
-            raise HoldLimitExceeded(
+            return HoldLimitExceeded(
                 f"Holding {mass_g} g more would pass your cap of {org.held_mass_cap_g} g "
                 f"of unpaid holds ({held} g held now)."
             )
     slot_class.taken_g += mass_g
     slot_class.taken_units += quantity
     slot_class.save_counters()
+    return None
 
 
 def _outstanding_on_account(organisation: Organisation, currency: str) -> int:

@@ -7,8 +7,7 @@ Slot classes and organisations are locked FOR NO KEY UPDATE: it excludes every o
 lock and any update of the row, but not the FOR KEY SHARE lock that the foreign-key check of
 a row referencing it takes (Django's foreign keys are checked at commit: a booking, its
 payload, events, outbox rows). So another transaction's commit never queues behind a
-capacity lock, and a hold can write its rows first and lock the class last, for the capacity
-check and the counters only. Code that locks these rows does it through these functions.
+capacity lock. Code that locks these rows does it through these functions.
 """
 
 from django.conf import settings

@@ -214,8 +214,11 @@ class CapacityMachine(RuleBasedStateMachine):
             assert error.available_g == self.capacity_g - live_g
             if self.per_unit:
                 assert error.available_units == self.capacity_units - live_units
+        if isinstance(error, InsufficientCapacity | HoldLimitExceeded):
+            # Refused under the class lock: the lapsed holds it released stay released.
+            self.release_lapsed(slot_class)
         if booking is None:
-            return  # refused: the transaction rolled back, so nothing was released either
+            return  # refused before the lock (or under it): nothing was held
         self.release_lapsed(slot_class)
         self.bookings[booking.pk] = Modelled(
             slot_class=slot_class,

@@ -550,10 +550,10 @@ def test_capped_hold_racing_an_on_account_confirm_does_not_deadlock() -> None:
 
 
 def test_one_capped_organisation_racing_on_two_classes_stops_exactly_at_its_cap() -> None:
-    """A hold writes its rows first and locks the class and then the organisation last:
-    nothing deadlocks, and the cap (checked under the organisation's lock against what is
-    committed, leaving out the racer's own uncommitted booking) lets exactly its worth of
-    holds through, whichever class they are on."""
+    """A hold locks the class and then the organisation before it writes its rows: nothing
+    deadlocks, and the cap (checked under the organisation's lock against what is committed,
+    before the racer's own booking is written) lets exactly its worth of holds through,
+    whichever class they are on."""
     cap_holds = 10
     reseller = ResellerFactory.create(held_mass_cap_g=cap_holds * SIZE_G)
     classes = [SlotClassFactory.create() for _ in range(2)]
