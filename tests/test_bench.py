@@ -490,7 +490,15 @@ def test_quick_shrinks_the_run_and_only_keeps_the_baseline_beside_http_scenarios
     assert args.manifest_bookings <= 500
 
 
-@pytest.mark.parametrize("argv", [["--clients", "33"], ["--clients", "0"], ["--only", "nope"]])
+def test_the_server_runs_two_sync_workers_unless_told_otherwise() -> None:
+    assert cli.parse_args([]).workers == 2  # as the README runs production per 2 cores
+    assert cli.parse_args(["--workers", "3"]).workers == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--clients", "33"], ["--clients", "0"], ["--only", "nope"], ["--workers", "0"]],
+)
 def test_bad_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         cli.parse_args(argv)
