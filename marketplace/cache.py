@@ -9,7 +9,9 @@ every booking transition that changes a class's counters, since those save the c
 started and is served only while that is still the current version, so a commit makes every
 older entry unusable at once: one ``INCR`` per change, no key scanning. The version and the
 entry are read together in one round trip (``get_many``); an entry written late under an
-older version can overwrite a newer one, which only costs the next reader a rebuild.
+older version can overwrite a newer one, which only costs the next reader a rebuild. Each
+process keeps a copy of the entries it read or wrote lately, served while the version it
+reads stands, so a hit moves the version, not the entry, over the network.
 
 A hold past its expiry frees capacity without any write (the catalogue counts it free from
 the clock), so nothing bumps the version then; entries therefore live at most
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -84,13 +87,29 @@ def catalogue_key(name: str, parts: tuple[str, ...]) -> str:
     return f"catalogue:{name}:{digest}"
 
 
-def _read(key: str, request: Any) -> tuple[int, Any]:
-    """The current version and the entry at ``key``, in one round trip. With ``request`` the
-    version is read once per request (a page has several fragments): within one request every
-    fragment then belongs to the same version."""
+def _request_version(request: Any) -> int:
+    """The current version, read once per request when there is one."""
     version = getattr(request, "_catalogue_version", None)
-    if version is not None:
-        return int(version), cache.get(key)
+    if version is None:
+        version = cache.get(VERSION_KEY)
+        if version is None:
+            version = catalogue_version()
+        if request is not None:
+            request._catalogue_version = version
+    return int(version)
+
+
+def _read(key: str, request: Any) -> tuple[int, Any]:
+    """The current version and the entry at ``key``, in one round trip (or the version alone
+    when this process holds a copy of the entry). With ``request`` the version is read once
+    per request (a page has several fragments): within one request every fragment then
+    belongs to the same version."""
+    if key in _local:
+        current = _request_version(request)
+        return current, _local_entry(key, current)
+    known = getattr(request, "_catalogue_version", None)
+    if known is not None:
+        return int(known), cache.get(key)
     found = cache.get_many([VERSION_KEY, key])
     version = found.get(VERSION_KEY)
     if version is None:
@@ -98,6 +117,36 @@ def _read(key: str, request: Any) -> tuple[int, Any]:
     if request is not None:
         request._catalogue_version = version
     return int(version), found.get(key)
+
+
+# The entries this process read or wrote lately, with the version and time of their build:
+# a hit while the version stands then moves only the version over the network, not the
+# entry (the catalogue list is 62 KB, fetched at every request otherwise). A changed version,
+# or an entry older than the cache's bound, falls back to the shared entry.
+_LOCAL_ENTRIES = 64
+_local: OrderedDict[str, tuple[int, float, Any]] = OrderedDict()
+
+
+def _local_entry(key: str, version: int) -> Any:
+    """The entry at ``key`` as the shared cache holds it, from this process's copy if it is
+    of ``version`` and young enough, else from the shared cache."""
+    held = _local.get(key)
+    if held is not None and held[0] == version and time.time() - held[1] < cache_seconds():
+        return held
+    _local.pop(key, None)
+    return cache.get(key)
+
+
+def forget_local_copies() -> None:
+    """Drop this process's copies (tests, between cases)."""
+    _local.clear()
+
+
+def _remember(key: str, entry: tuple[int, float, Any]) -> None:
+    _local[key] = entry
+    _local.move_to_end(key)
+    while len(_local) > _LOCAL_ENTRIES:
+        _local.popitem(last=False)
 
 
 def catalogue_lookup(
@@ -113,8 +162,15 @@ def catalogue_lookup(
     except Exception:
         logger.warning("catalogue cache unavailable; building from the database", exc_info=True)
         return False, None, None
-    if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == version:
-        return True, entry[1], version
+    # An entry is (version, built at, value); anything else (an older layout) is a miss.
+    if (
+        isinstance(entry, tuple)
+        and len(entry) == 3
+        and entry[0] == version
+        and time.time() - entry[1] < cache_seconds()
+    ):
+        _remember(catalogue_key(name, parts), entry)
+        return True, entry[2], version
     return False, None, version
 
 
@@ -123,10 +179,14 @@ def catalogue_store(name: str, parts: tuple[str, ...], value: Any, *, version: i
     seconds = cache_seconds()
     if version is None or seconds <= 0:
         return
+    key = catalogue_key(name, parts)
+    entry = (version, time.time(), value)
     try:
-        cache.set(catalogue_key(name, parts), (version, value), seconds)
+        cache.set(key, entry, seconds)
     except Exception:
         logger.warning("catalogue cache unavailable; not storing", exc_info=True)
+        return
+    _remember(key, entry)
 
 
 def catalogue_cached(

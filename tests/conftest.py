@@ -64,9 +64,13 @@ def require_redis() -> str:
 def _clear_cache() -> Iterator[None]:
     from django.core.cache import cache
 
+    from marketplace.cache import forget_local_copies
+
     cache.clear()
+    forget_local_copies()
     yield
     cache.clear()
+    forget_local_copies()
 
 
 @pytest.fixture(autouse=True)

@@ -241,6 +241,29 @@ def test_an_entry_built_under_an_older_version_is_built_again() -> None:
     assert builds == ["first", "second"]
 
 
+def test_a_process_serves_its_own_copy_while_the_version_stands() -> None:
+    """A hit moves only the version over the network: with the shared entry gone (evicted),
+    this process still answers from its copy until the version moves on."""
+    from django.core.cache import cache
+
+    builds: list[str] = []
+
+    def build(value: str) -> Callable[[], str]:
+        def built() -> str:
+            builds.append(value)
+            return value
+
+        return built
+
+    assert catalogue_cache.catalogue_cached("probe", ("b",), build("first")) == "first"
+    cache.delete(catalogue_cache.catalogue_key("probe", ("b",)))
+
+    assert catalogue_cache.catalogue_cached("probe", ("b",), build("unused")) == "first"
+    catalogue_cache._bump()
+    assert catalogue_cache.catalogue_cached("probe", ("b",), build("second")) == "second"
+    assert builds == ["first", "second"]
+
+
 def test_a_quote_is_neither_hidden_by_the_cached_page_nor_shown_to_the_next_visitor(
     client: Client, deck: SlotClass
 ) -> None:
