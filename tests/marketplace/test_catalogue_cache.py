@@ -222,8 +222,8 @@ def test_a_failing_cache_falls_back_to_the_database_for_the_pages(
     assert "Cached flight" in text_of(client.get("/"))
 
 
-def test_an_entry_built_under_an_older_version_is_built_again() -> None:
-    builds: list[str] = []
+def recording_builder(builds: list[str]) -> Callable[[str], Callable[[], str]]:
+    """``build(value)``: a builder of ``value`` that notes each time it runs in ``builds``."""
 
     def build(value: str) -> Callable[[], str]:
         def built() -> str:
@@ -231,6 +231,13 @@ def test_an_entry_built_under_an_older_version_is_built_again() -> None:
             return value
 
         return built
+
+    return build
+
+
+def test_an_entry_built_under_an_older_version_is_built_again() -> None:
+    builds: list[str] = []
+    build = recording_builder(builds)
 
     assert catalogue_cache.catalogue_cached("probe", ("a",), build("first")) == "first"
     assert catalogue_cache.catalogue_cached("probe", ("a",), build("unused")) == "first"
@@ -247,13 +254,7 @@ def test_a_process_serves_its_own_copy_while_the_version_stands() -> None:
     from django.core.cache import cache
 
     builds: list[str] = []
-
-    def build(value: str) -> Callable[[], str]:
-        def built() -> str:
-            builds.append(value)
-            return value
-
-        return built
+    build = recording_builder(builds)
 
     assert catalogue_cache.catalogue_cached("probe", ("b",), build("first")) == "first"
     cache.delete(catalogue_cache.catalogue_key("probe", ("b",)))
