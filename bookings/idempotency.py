@@ -45,7 +45,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from rest_framework import exceptions
@@ -55,6 +55,7 @@ from rest_framework.response import Response
 from accounts.models import ApiKey
 from bookings.models import IdempotencyRecord, IdempotencyState
 from config.api import ApiError
+from config.db import insert_unless_conflict
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -117,17 +118,19 @@ def _claim(*, api_key: ApiKey, key: str, path: str, digest: str) -> IdempotencyR
     ttl: timedelta = settings.MOONSLOT_IDEMPOTENCY_TTL
     for _attempt in range(_CLAIM_ATTEMPTS):
         now = timezone.now()
-        try:
-            return _insert_claim(
-                api_key=api_key,
-                key=key,
-                path=path,
-                request_digest=digest,
-                state=IdempotencyState.IN_PROGRESS,
-                created_at=now,
-            )
-        except IntegrityError:
-            existing = IdempotencyRecord.objects.filter(api_key=api_key, key=key, path=path).first()
+        claim = IdempotencyRecord(
+            api_key=api_key,
+            key=key,
+            path=path,
+            request_digest=digest,
+            state=IdempotencyState.IN_PROGRESS,
+            created_at=now,
+        )
+        # One statement, committed at once outside a transaction (a request); a lost race is
+        # an answer, not an error, so inside one (a test's) it needs no savepoint either.
+        if insert_unless_conflict(claim, conflict=("api_key", "key", "path")):
+            return claim
+        existing = IdempotencyRecord.objects.filter(api_key=api_key, key=key, path=path).first()
         if existing is None:
             continue  # released by a failed first attempt a moment ago: claim it now
         if _is_stale(existing, now=now, ttl=ttl):
@@ -161,17 +164,6 @@ def _claim(*, api_key: ApiKey, key: str, path: str, digest: str) -> IdempotencyR
         code="idempotency_key_in_use",
         detail=_("Other requests with this Idempotency-Key are running; retry in a moment."),
     )
-
-
-def _insert_claim(**fields: Any) -> IdempotencyRecord:
-    """The claim's INSERT, committed at once. Outside a transaction (a request) it is one
-    statement in autocommit, its own transaction: no BEGIN and COMMIT round trips, and a lost
-    race leaves no transaction to roll back. Inside one (tests, a caller's atomic block) it
-    needs a savepoint, so that a lost race does not break the caller's transaction."""
-    if transaction.get_connection().in_atomic_block:
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(**fields)
-    return IdempotencyRecord.objects.create(**fields)
 
 
 def _is_stale(record: IdempotencyRecord, *, now: datetime, ttl: timedelta) -> bool:

@@ -16,24 +16,28 @@ from django.db import connection
 from django.db.models import Field, Model
 
 
-def insert_unless_conflict(instance: Model, *, conflict: str) -> bool:
+def insert_unless_conflict(instance: Model, *, conflict: str | tuple[str, ...]) -> bool:
     """Insert ``instance`` (not saved yet) unless a row with the same value in the unique
-    field ``conflict`` exists. True with ``instance.pk`` set and the instance marked saved,
-    as ``save()`` leaves it; False, leaving it unsaved, on a conflict. Values are prepared by
-    the fields themselves (defaults, ``auto_now``, JSON), as ``save()`` prepares them; no
-    signals are sent, so use it only for models without receivers."""
+    field ``conflict`` (or the same values in a unique tuple of fields) exists. True with
+    ``instance.pk`` set and the instance marked saved, as ``save()`` leaves it; False,
+    leaving it unsaved, on a conflict. Values are prepared by the fields themselves
+    (defaults, ``auto_now``, JSON), as ``save()`` prepares them; no signals are sent, so use
+    it only for models without receivers."""
     meta = instance._meta
     quote = connection.ops.quote_name
     fields = [field for field in meta.concrete_fields if not field.primary_key]
-    unique = meta.get_field(conflict)
-    if not isinstance(unique, Field) or meta.pk is None:
-        raise TypeError(f"{conflict!r} is not a column of {meta.label}")
+    unique = [
+        meta.get_field(name) for name in ((conflict,) if isinstance(conflict, str) else conflict)
+    ]
+    if not all(isinstance(field, Field) for field in unique) or meta.pk is None:
+        raise TypeError(f"{conflict!r} are not columns of {meta.label}")
+    arbiter = ", ".join(quote(_column(field)) for field in unique if isinstance(field, Field))
     columns = ", ".join(quote(_column(field)) for field in fields)
     sql = (
         # Names come from model metadata, values are parameters.
         f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
         f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({quote(_column(unique))}) DO NOTHING "
+        f"ON CONFLICT ({arbiter}) DO NOTHING "
         f"RETURNING {quote(_column(meta.pk))}"
     )
     values = [

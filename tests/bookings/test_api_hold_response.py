@@ -72,11 +72,11 @@ def test_a_hold_costs_a_pinned_number_of_queries(django_assert_max_num_queries: 
 
     body = {"slot_class": deck.pk, "mass_g": 1000, "currency": "JPY"}
     # Was 26 with the read-back and a savepoint around each insert that may fail, then 19;
-    # 16 since the Idempotency-Key's claim is no longer locked again before the hold and the
-    # booking's insert answers a reference collision itself (no savepoint). Both tiers:
-    # SQLite counts lapsed holds with a query where PostgreSQL's release is one statement,
-    # and the test's own transaction adds the savepoint the claim needs in it.
-    with django_assert_max_num_queries(16):
+    # 14 since the Idempotency-Key's claim is no longer locked again before the hold, and the
+    # claim's and the booking's inserts answer a conflict themselves (no savepoints). Both
+    # tiers: SQLite counts lapsed holds with a query where PostgreSQL's release is one
+    # statement.
+    with django_assert_max_num_queries(14):
         response = client.post(BOOKINGS, body, format="json", HTTP_IDEMPOTENCY_KEY="sale-1")
     assert_matches_schema(response, BOOKINGS, "post", 201)
 
