@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from bookings.events import event_write
 from bookings.exceptions import BookingError, InvalidTransition
 from bookings.locks import booking_qs_for_update
 from bookings.manifests import manifest_request_rebuild
@@ -159,16 +160,13 @@ def payload_review_change(
             raise InvalidTransition(from_status=previous, to_status=to_status)
         declaration.review_status = to_status
         declaration.save(update_fields=["review_status", "updated_at"])
-        BookingEvent.objects.create(
-            booking=booking,
-            organisation_id=booking.organisation_id,
+        event_write(
+            booking,
             type=EventType.PAYLOAD_REVIEW_CHANGED,
-            actor=actor.label,
-            actor_user=actor.user,
-            # The events feed shows ``data`` to resellers; the reason stays internal.
+            actor=actor,
             data={"from": previous, "to": to_status},
             reason=reason,
-            created_at=now,
+            now=now,
         )
         if status == BookingStatus.CONFIRMED:  # the manifest shows the review status
             manifest_request_rebuild(

@@ -36,6 +36,7 @@ from django.utils.translation import gettext as _
 
 from bookings import gateways, plans
 from bookings.billing import documents_queue_for_payment, documents_queue_for_refund
+from bookings.events import event_write
 from bookings.exceptions import (
     BookingError,
     HoldExpired,
@@ -49,7 +50,6 @@ from bookings.models import (
     PAYMENT_OPEN_STATUSES,
     PAYMENT_TRANSITIONS,
     Booking,
-    BookingEvent,
     BookingStatus,
     Instalment,
     InstalmentKind,
@@ -557,14 +557,7 @@ def payment_refresh(*, payment_id: int) -> Payment:
 
 
 def _event(booking: Booking, *, type: str, reason: str, data: dict[str, object]) -> None:
-    BookingEvent.objects.create(
-        booking=booking,
-        organisation_id=booking.organisation_id,
-        type=type,
-        actor=STRIPE_ACTOR.label,
-        reason=reason,
-        data=data,
-    )
+    event_write(booking, type=type, actor=STRIPE_ACTOR, reason=reason, data=data)
 
 
 @outbox_handler("payment.capture")

@@ -44,9 +44,9 @@ from django.urls import reverse
 from django.utils import timezone, translation
 
 from accounts.models import User
+from bookings.events import event_write
 from bookings.models import (
     Booking,
-    BookingEvent,
     BookingStatus,
     EventType,
     ExportClassification,
@@ -199,15 +199,13 @@ def payload_review_route(
     target = payload_review_target(declaration, material_changed=material_changed)
     if target != previous:
         declaration.review_status = target
-        BookingEvent.objects.create(
-            booking=booking,
-            organisation_id=booking.organisation_id,
+        event_write(
+            booking,
             type=EventType.PAYLOAD_REVIEW_CHANGED,
-            actor=actor.label,
-            actor_user=actor.user,
+            actor=actor,
             data={"from": previous, "to": target},
             reason="The declaration changed; the review follows it.",
-            created_at=now,
+            now=now,
         )
     if target in REVIEW_QUEUE_STATUSES and (target != previous or material_changed):
         _queue_notice(booking, target, change="changed")

@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.screening import denied_parties_screen
+from bookings.events import event_write as _event
 from bookings.exceptions import InvalidTransition, ScreeningReview
 from bookings.locks import booking_qs_for_update
 from bookings.models import (
@@ -64,28 +65,6 @@ def screening_review_error() -> ScreeningReview:
             "This booking needs a compliance review before it can be confirmed. It stays held "
             "meanwhile, and our sales team will contact you."
         )
-    )
-
-
-def _event(
-    booking: Booking,
-    *,
-    type: str,
-    actor: Actor,
-    reason: str,
-    data: dict[str, object],
-    now: datetime,
-) -> BookingEvent:
-    # The events feed shows ``data`` to resellers: it never names the list entry.
-    return BookingEvent.objects.create(
-        booking=booking,
-        organisation_id=booking.organisation_id,
-        type=type,
-        actor=actor.label,
-        actor_user=actor.user,
-        reason=reason,
-        data=data,
-        created_at=now,
     )
 
 

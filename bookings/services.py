@@ -22,6 +22,7 @@ from bookings import (
     plans,
     waitlist,  # a module import: waitlist imports this module too
 )
+from bookings.events import event_write as _event
 from bookings.exceptions import (
     BookingValidationError,
     ChannelNotAllowed,
@@ -86,31 +87,6 @@ class Actor:
 
 def new_reference() -> str:
     return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
-
-
-def _event(
-    booking: Booking,
-    *,
-    type: str,
-    actor: Actor,
-    from_status: str = "",
-    to_status: str = "",
-    reason: str = "",
-    data: dict[str, object] | None = None,
-    now: datetime | None = None,
-) -> BookingEvent:
-    return BookingEvent.objects.create(
-        booking=booking,
-        organisation_id=booking.organisation_id,
-        type=type,
-        from_status=from_status,
-        to_status=to_status,
-        actor=actor.label,
-        actor_user=actor.user,
-        reason=reason,
-        data=data or {},
-        created_at=now or timezone.now(),
-    )
 
 
 def _notify(booking: Booking, event: BookingEvent) -> None:
