@@ -72,6 +72,23 @@ def test_hold_takes_capacity_and_fixes_the_price_by_the_contract_rule() -> None:
     assert OutboxMessage.objects.filter(topic="booking.notify").count() == 2
 
 
+def test_a_reference_collision_is_retried_under_a_fresh_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slot_class = SlotClassFactory.create()
+    first = hold(slot_class)
+    drawn = iter([first.reference, first.reference, "FRESH2"])
+    monkeypatch.setattr(services, "new_reference", lambda: next(drawn))
+
+    with transaction.atomic():  # a caller's transaction survives the collisions
+        second = hold(slot_class)
+        assert Booking.objects.filter(slot_class=slot_class).count() == 2
+
+    assert second.reference == "FRESH2"
+    assert taken(slot_class) == (2000, 0)
+    assert BookingEvent.objects.filter(booking=second, type="booking.held").count() == 1
+
+
 def test_per_unit_hold_counts_units_and_mass() -> None:
     capsule = SlotClassFactory.per_unit(unit_mass_g=10, capacity_units=5, max_quantity=5)
     booking = hold(capsule, quantity=3)
