@@ -54,7 +54,12 @@ from bookings.review import material_snapshot, payload_review_initial, payload_r
 from bookings.screening import booking_screening_check
 from bookings.validation import CustomerInput, PayloadInput, check_payload, check_quantity
 from config.db import CompiledGet, insert_unless_conflict
-from marketplace.locks import slot_class_counters_for_update, slot_class_qs_for_update
+from marketplace.cache import catalogue_changed
+from marketplace.locks import (
+    slot_class_counters_for_update,
+    slot_class_qs_for_update,
+    slot_class_take_if_free,
+)
 from marketplace.models import CancellationTier, Channel, MissionStatus, SlotClass
 from marketplace.money import Money
 
@@ -360,13 +365,31 @@ def booking_hold(
 def _take_capacity(
     slot_class: SlotClass, booking: Booking, *, now: datetime
 ) -> InsufficientCapacity | HoldLimitExceeded | None:
-    """For ``booking_hold``, before the booking's rows: lock the class (FOR NO KEY UPDATE,
-    which the FOR KEY SHARE locks that other bookings' foreign-key checks take do not block),
-    then the organisation if it caps held mass (lock order class → organisation), release
-    lapsed holds, check capacity and the cap against what is committed, and raise the
-    counters. The refusal is returned, not raised, and then nothing but the lapsed holds'
-    release was written."""
+    """For ``booking_hold``, before the booking's rows. When the counters leave room and the
+    organisation has no cap on held mass, one guarded UPDATE checks and takes the capacity
+    and keeps the class row locked to the commit (``slot_class_take_if_free``). Otherwise:
+    lock the class (FOR NO KEY UPDATE, which the FOR KEY SHARE locks that other bookings'
+    foreign-key checks take do not block), then the organisation if it caps held mass (lock
+    order class → organisation), release lapsed holds, check capacity and the cap against
+    what is committed, and raise the counters. The refusal is returned, not raised, and then
+    nothing but the lapsed holds' release was written."""
     organisation = booking.organisation
+    if organisation.held_mass_cap_g is None:
+        taken = slot_class_take_if_free(
+            slot_class.pk,
+            mass_g=booking.mass_g,
+            units=booking.quantity or 0,
+            per_unit=slot_class.is_per_unit,
+        )
+        if taken is not None:
+            (
+                slot_class.capacity_g,
+                slot_class.taken_g,
+                slot_class.capacity_units,
+                slot_class.taken_units,
+            ) = taken
+            catalogue_changed()
+            return None
     counters = slot_class_counters_for_update(slot_class.pk)
     # Read again under the lock: everything else about the class was checked before it.
     (

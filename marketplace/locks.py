@@ -52,3 +52,33 @@ def slot_class_counters_for_update(slot_class_id: int) -> tuple[int, int, int | 
     if row is None:
         raise SlotClass.DoesNotExist(f"no slot class {slot_class_id}")
     return int(row[0]), int(row[1]), None if row[2] is None else int(row[2]), int(row[3])
+
+
+def slot_class_take_if_free(
+    slot_class_id: int, *, mass_g: int, units: int, per_unit: bool
+) -> tuple[int, int, int | None, int] | None:
+    """Take ``mass_g`` (and, for a per-unit class, ``units``) of a class's capacity if its
+    counters leave that much free: one guarded UPDATE, which checks and takes in the same
+    statement and keeps the row locked (as FOR NO KEY UPDATE does) until the transaction
+    ends. Returns the counters after it, as ``slot_class_counters_for_update`` reads them, or
+    None, having changed nothing, when it does not fit by the counters (which still count
+    lapsed holds not yet released: the caller then locks, releases them and checks again).
+    Must run inside a transaction; None without trying when the lock is disabled."""
+    if settings.MOONSLOT_DISABLE_CAPACITY_LOCK:
+        return None
+    if not connection.in_atomic_block:
+        raise TransactionManagementError("capacity must be taken in the booking's transaction")
+    table = connection.ops.quote_name(SlotClass._meta.db_table)
+    units_fit = " AND taken_units + %s <= COALESCE(capacity_units, 0)" if per_unit else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            # The table name comes from model metadata, values are parameters.
+            f"UPDATE {table} SET taken_g = taken_g + %s, taken_units = taken_units + %s "  # noqa: S608
+            f"WHERE id = %s AND taken_g + %s <= capacity_g{units_fit} "
+            "RETURNING capacity_g, taken_g, capacity_units, taken_units",
+            [mass_g, units, slot_class_id, mass_g, *([units] if per_unit else [])],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return int(row[0]), int(row[1]), None if row[2] is None else int(row[2]), int(row[3])

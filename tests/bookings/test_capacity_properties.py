@@ -197,6 +197,15 @@ class CapacityMachine(RuleBasedStateMachine):
         size = self.size(steps)
         mass_g = steps * self.step_g
         expected = self.expected_hold_error(slot_class, organisation, mass_g)
+        # Without a cap, one guarded UPDATE takes what the counters leave free (they count
+        # lapsed holds not released yet) and releases nothing; otherwise the hold locks the
+        # class and releases its lapsed holds first, and they stay released if it is refused.
+        counted_g, counted_units = self.counted(slot_class)
+        guarded = (
+            self.caps_g[organisation] is None
+            and counted_g + mass_g <= self.capacity_g
+            and (not self.per_unit or counted_units + steps <= self.capacity_units)
+        )
         booking, error = attempt(
             lambda: place_hold(
                 self.classes[slot_class],
@@ -214,12 +223,11 @@ class CapacityMachine(RuleBasedStateMachine):
             assert error.available_g == self.capacity_g - live_g
             if self.per_unit:
                 assert error.available_units == self.capacity_units - live_units
-        if isinstance(error, InsufficientCapacity | HoldLimitExceeded):
-            # Refused under the class lock: the lapsed holds it released stay released.
+        if not guarded:
             self.release_lapsed(slot_class)
         if booking is None:
-            return  # refused before the lock (or under it): nothing was held
-        self.release_lapsed(slot_class)
+            return  # refused: nothing was held
+        event("hold: guarded update" if guarded else "hold: under the lock")
         self.bookings[booking.pk] = Modelled(
             slot_class=slot_class,
             organisation=organisation,
