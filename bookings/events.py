@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from django.utils import timezone
 
 from bookings.models import Booking, BookingEvent
+from config.db import insert_row
 
 if TYPE_CHECKING:  # the services import this module
     from bookings.services import Actor
@@ -28,7 +29,7 @@ def event_write(
 ) -> BookingEvent:
     """One ``BookingEvent`` of ``booking``: what happened, who did it, why. The events feed
     shows ``data`` to resellers; ``reason`` stays internal."""
-    return BookingEvent.objects.create(
+    event = BookingEvent(
         booking=booking,
         organisation_id=booking.organisation_id,
         type=type,
@@ -40,3 +41,5 @@ def event_write(
         data=data or {},
         created_at=now or timezone.now(),
     )
+    insert_row(event)  # every transition writes one: a prepared INSERT, not save()'s compile
+    return event

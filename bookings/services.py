@@ -53,7 +53,7 @@ from bookings.outbox import outbox_write
 from bookings.review import material_snapshot, payload_review_initial, payload_review_route
 from bookings.screening import booking_screening_check
 from bookings.validation import CustomerInput, PayloadInput, check_payload, check_quantity
-from config.db import CompiledGet, insert_unless_conflict
+from config.db import CompiledGet, insert_row, insert_unless_conflict
 from marketplace.cache import catalogue_changed
 from marketplace.locks import (
     slot_class_counters_for_update,
@@ -346,7 +346,7 @@ def booking_hold(
             plans.instalments_create(booking, slot_class, now=now)
             declaration = PayloadDeclaration(booking=booking, **_payload_fields(payload))
             payload_review_initial(booking, declaration)  # declared, complete, or a review
-            declaration.save()
+            insert_row(declaration)
             event = _event(
                 booking,
                 type=EventType.BOOKING_HELD,

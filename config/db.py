@@ -1,7 +1,8 @@
-"""Two things the ORM has no method for, on paths every hold takes.
+"""What the ORM has no method for, on paths every hold takes.
 
 ``insert_unless_conflict``: one hand-written statement, ``INSERT … ON CONFLICT DO NOTHING
-RETURNING id``, for a single new row.
+RETURNING id``, for a single new row (and ``insert_row``, the same without the conflict
+clause, built once per model where ``save()`` compiles its INSERT on every call).
 
 A unique index that decides between concurrent writers (a booking reference, an outbox dedupe
 key, an Idempotency-Key claim) normally means ``create()`` inside a savepoint, catching the
@@ -15,6 +16,7 @@ for the reads a hold makes before anything else (its slot class, the API key).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,28 +36,26 @@ def insert_unless_conflict(instance: Model, *, conflict: str | tuple[str, ...]) 
     leaving it unsaved, on a conflict. Values are prepared by the fields themselves
     (defaults, ``auto_now``, JSON), as ``save()`` prepares them; no signals are sent, so use
     it only for models without receivers."""
-    meta = instance._meta
-    quote = connection.ops.quote_name
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    unique = [
-        meta.get_field(name) for name in ((conflict,) if isinstance(conflict, str) else conflict)
-    ]
-    if not all(isinstance(field, Field) for field in unique) or meta.pk is None:
-        raise TypeError(f"{conflict!r} are not columns of {meta.label}")
-    arbiter = ", ".join(quote(_column(field)) for field in unique if isinstance(field, Field))
-    columns = ", ".join(quote(_column(field)) for field in fields)
-    sql = (
-        # Names come from model metadata, values are parameters.
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({arbiter}) DO NOTHING "
-        f"RETURNING {quote(_column(meta.pk))}"
-    )
+    names = (conflict,) if isinstance(conflict, str) else conflict
+    return _insert(instance, names)
+
+
+def insert_row(instance: Model) -> None:
+    """Insert ``instance`` (not saved yet) as ``save()`` inserts a new row, in one statement
+    built once per model instead of compiled on every call; ``instance.pk`` is set and the
+    instance marked saved. No signals are sent: only for models without receivers, on paths
+    every hold takes (its payload declaration, its event)."""
+    _insert(instance, None)
+
+
+def _insert(instance: Model, conflict: tuple[str, ...] | None) -> bool:
+    statement = _insert_statement(type(instance), conflict, connection.vendor)
     values = [
-        field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields
+        field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+        for field in statement.fields
     ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(statement.sql, values)
         row = cursor.fetchone()
     if row is None:
         return False
@@ -63,6 +63,40 @@ def insert_unless_conflict(instance: Model, *, conflict: str | tuple[str, ...]) 
     instance._state.adding = False
     instance._state.db = connection.alias
     return True
+
+
+@dataclass(frozen=True)
+class _InsertStatement:
+    sql: str
+    fields: tuple[Field[Any, Any], ...]
+
+
+@functools.cache
+def _insert_statement(
+    model: type[Model], conflict: tuple[str, ...] | None, vendor: str
+) -> _InsertStatement:
+    """``INSERT … [ON CONFLICT (…) DO NOTHING] RETURNING id`` for every concrete column but
+    the primary key, per model, conflict target and database vendor."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    fields = tuple(field for field in meta.concrete_fields if not field.primary_key)
+    if meta.pk is None:
+        raise TypeError(f"{meta.label} has no primary key")
+    on_conflict = ""
+    if conflict is not None:
+        unique = [meta.get_field(name) for name in conflict]
+        if not all(isinstance(field, Field) for field in unique):
+            raise TypeError(f"{conflict!r} are not columns of {meta.label}")
+        arbiter = ", ".join(quote(_column(field)) for field in unique if isinstance(field, Field))
+        on_conflict = f"ON CONFLICT ({arbiter}) DO NOTHING "
+    columns = ", ".join(quote(_column(field)) for field in fields)
+    sql = (
+        # Names come from model metadata, values are parameters.
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"{on_conflict}RETURNING {quote(_column(meta.pk))}"
+    )
+    return _InsertStatement(sql=sql, fields=fields)
 
 
 def _column(field: Field[Any, Any]) -> str:
