@@ -17,7 +17,7 @@ for the reads a hold makes before anything else (its slot class, the API key).
 from __future__ import annotations
 
 import functools
-import weakref
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -126,19 +126,18 @@ class CompiledGet(Generic[M]):
         self._queryset = queryset
         self._field = field
         self._example = example
-        # Per connection (one per thread): a compiler is tied to the connection it was made for.
-        self._compiled: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Compiled[M]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Per thread, as Django's connections are: a compiler (and its converters) refers to
+        # the connection it was made for, and a thread's copy goes when the thread does.
+        self._local = threading.local()
 
     def get(self, value: Any) -> M:
         """The one instance whose ``field`` is ``value``. Raises the model's
         ``DoesNotExist`` or ``MultipleObjectsReturned``, as ``get()`` does."""
         wrapper = connections[DEFAULT_DB_ALIAS]
-        compiled = self._compiled.get(wrapper)
-        if compiled is None:
+        compiled: _Compiled[M] | None = getattr(self._local, "compiled", None)
+        if compiled is None or compiled.compiler.connection is not wrapper:
             compiled = self._compile(wrapper)
-            self._compiled[wrapper] = compiled
+            self._local.compiled = compiled
         with wrapper.cursor() as cursor:
             cursor.execute(compiled.sql, [value])
             rows = cursor.fetchmany(2)

@@ -108,3 +108,36 @@ def test_a_queryset_with_more_than_the_lookups_parameter_is_refused() -> None:
 
     with pytest.raises(TypeError, match="one parameter"):
         reader.get(slot_class.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.usefixtures("require_postgres")
+def test_each_thread_reads_through_its_own_connection() -> None:
+    """Django's connections are per thread, and a compiled read is tied to the connection
+    it was compiled for: another thread compiles its own and reads the same row."""
+    import threading
+
+    from django.db import connection, connections
+
+    ours = connections["default"]
+    slot_class = SlotClassFactory.create()
+    reader = _class_with_relations()
+    here = reader.get(slot_class.pk)
+    seen: list[Any] = []
+
+    def read() -> None:
+        try:
+            seen.append((reader.get(slot_class.pk), reader._local.compiled.compiler.connection))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join(timeout=30)
+
+    [(there, its_connection)] = seen
+    assert its_connection is not ours  # compiled again for the thread's own connection
+    assert reader._local.compiled.compiler.connection is ours  # this thread's copy stays
+    assert columns(there) == columns(here)
+    assert columns(there.mission) == columns(here.mission)
