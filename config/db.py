@@ -157,7 +157,9 @@ class CompiledGet(Generic[M]):
         return instance
 
     def _compile(self, wrapper: BaseDatabaseWrapper) -> _Compiled[M]:
-        queryset = self._queryset().filter(**{self._field: self._example})
+        # As get() runs it: without the model's default ordering, and with a limit (two rows
+        # are enough to tell one from several).
+        queryset = self._queryset().filter(**{self._field: self._example}).order_by()[:2]
         compiler = queryset.query.get_compiler(connection=wrapper)
         sql, params = compiler.as_sql()
         if len(params) != 1:
