@@ -222,10 +222,11 @@ class Booking(models.Model):
                 condition=Q(created_by__isnull=False),
                 name="booking_created_by",
             ),
-            # One index for a class's bookings, by status, and for its lapsed holds (every
-            # hold releases them under the class lock). A plain slot_class index beside a
-            # partial one for the holds let stale statistics pick the plain one at a sale
-            # opening, filtering every live hold of the class on every new hold.
+            # One index for a class's bookings, by status, and for its lapsed holds (a hold
+            # that finds no room by the counters releases them under the class lock, as the
+            # sweep does). A plain slot_class index beside a partial one for the holds let
+            # stale statistics pick the plain one at a sale opening, filtering every live
+            # hold of the class on every new hold.
             models.Index(
                 fields=["slot_class", "status", "hold_expires_at"],
                 name="booking_class_status_expiry",

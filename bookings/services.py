@@ -54,7 +54,6 @@ from bookings.review import material_snapshot, payload_review_initial, payload_r
 from bookings.screening import booking_screening_check
 from bookings.validation import CustomerInput, PayloadInput, check_payload, check_quantity
 from config.db import CompiledGet, insert_row, insert_unless_conflict
-from marketplace.cache import catalogue_changed
 from marketplace.locks import (
     slot_class_counters_for_update,
     slot_class_qs_for_update,
@@ -388,7 +387,6 @@ def _take_capacity(
                 slot_class.capacity_units,
                 slot_class.taken_units,
             ) = taken
-            catalogue_changed()
             return None
     counters = slot_class_counters_for_update(slot_class.pk)
     # Read again under the lock: everything else about the class was checked before it.

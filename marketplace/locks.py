@@ -15,6 +15,7 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.db.transaction import TransactionManagementError
 
+from marketplace.cache import catalogue_changed
 from marketplace.models import Mission, SlotClass
 
 
@@ -63,7 +64,8 @@ def slot_class_take_if_free(
     ends. Returns the counters after it, as ``slot_class_counters_for_update`` reads them, or
     None, having changed nothing, when it does not fit by the counters (which still count
     lapsed holds not yet released: the caller then locks, releases them and checks again).
-    Must run inside a transaction; None without trying when the lock is disabled."""
+    Must run inside a transaction; None without trying when the lock is disabled. Like
+    ``SlotClass.save_counters``, moves the catalogue cache on when the transaction commits."""
     if settings.MOONSLOT_DISABLE_CAPACITY_LOCK:
         return None
     if not connection.in_atomic_block:
@@ -81,4 +83,5 @@ def slot_class_take_if_free(
         row = cursor.fetchone()
     if row is None:
         return None
+    catalogue_changed()
     return int(row[0]), int(row[1]), None if row[2] is None else int(row[2]), int(row[3])
